@@ -1,0 +1,52 @@
+"""ingest_csv (blob trigger) and sweep_incoming (timer): thin adapters over shared.pipeline."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
+
+from shared.settings import STORAGE_CONNECTION
+
+log = logging.getLogger("functions.ingest")
+bp = func.Blueprint()
+
+
+def _trigger_source() -> func.BlobSource:
+    # Read when the worker indexes the app: the binding's source cannot change at run time.
+    if os.environ.get("BOBO_BLOB_TRIGGER_SOURCE", "EventGrid").strip() == "LogsAndContainerScan":
+        return func.BlobSource.LOGS_AND_CONTAINER_SCAN
+    return func.BlobSource.EVENT_GRID
+
+
+@bp.function_name("ingest_csv")
+@bp.blob_trigger(
+    arg_name="client",
+    path="%BOBO_INCOMING_CONTAINER%/{name}",
+    connection=STORAGE_CONNECTION,
+    source=_trigger_source(),
+)
+def ingest_csv(client: blob.BlobClient) -> None:
+    """Record the file, then drain incoming as one batch if this invocation gets the batch lock.
+
+    Never raises for an AtHoc outage: a raise would burn the host's quick retries and poison the blob;
+    the failure is recorded and the sweep retries the file.
+    """
+    from shared.pipeline import ingest_blob
+    from shared.runtime import process_runtime
+
+    ingest_blob(process_runtime(), client.blob_name, trigger="ingest_csv")
+
+
+@bp.function_name("sweep_incoming")
+@bp.timer_trigger(arg_name="timer", schedule="%BOBO_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def sweep_incoming(timer: func.TimerRequest) -> None:
+    """Drain whatever still waits in incoming: retries, missed or late Event Grid events."""
+    from shared.pipeline import drain
+    from shared.runtime import process_runtime
+
+    if timer.past_due:
+        log.info("sweep_incoming is running late (past due); draining now")
+    drain(process_runtime(), trigger="sweep_incoming")

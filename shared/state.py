@@ -1,0 +1,468 @@
+"""Table Storage state, replacing the predecessor's SQLite file.
+
+Tables (all carry `BOBO_TABLE_PREFIX`):
+- files:      one record per incoming blob name: state, attempts, size, ETag, first seen, last attempt, last error...
+- watermarks: per employee, the last event applied to AtHoc (so older or repeated events are never sent again)
+- mappings:   normalised employee id -> AtHoc login, as the last mapping sync found it
+- runs:       one entry per run of any job (the run log), partitioned by UTC day, newest first
+- jobstatus:  one row per job kind: last success, last attempt, last status and error, counts
+
+Reads are bulk (one paged query per table per batch); writes that share a partition go in transactions
+of at most 100 operations (Azurite answers a 101-operation transaction with a malformed reply).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from threading import Lock
+from typing import Any
+from urllib.parse import quote, unquote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.storage import table_service
+
+log = logging.getLogger(__name__)
+
+TABLE_SUFFIXES = ("files", "watermarks", "mappings", "runs", "jobstatus")
+TRANSACTION_LIMIT = 100
+KEY_LIMIT = 900  # Table keys hold up to 1 KiB; leave room for the hash suffix.
+
+FILES_PARTITION = "file"
+WATERMARK_PARTITION = "wm"
+MAPPING_PARTITION = "map"
+STATUS_PARTITION = "job"
+
+
+class JobKind(StrEnum):
+    PROCESS = "process"
+    SYNC_MAPPINGS = "sync-mappings"
+    CLEANUP = "cleanup"
+    RETRY_FAILED = "retry-failed"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    NEVER = "never"
+
+
+class FileState(StrEnum):
+    WAITING = "waiting"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def encode_key(text: str) -> str:
+    """A Table key for any blob name: `/ \\ # ?`, `%` and control characters percent-encoded; long names hashed."""
+    encoded = quote(text, safe=" !$&'()*+,-.:;<=>@[]^_`{|}~")
+    if len(encoded) > KEY_LIMIT:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        encoded = f"{encoded[: KEY_LIMIT - 65]}~{digest}"
+    return encoded
+
+
+def decode_key(key: str) -> str:
+    return unquote(key)
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).astimezone(UTC)
+
+
+@dataclass
+class FileRecord:
+    name: str
+    state: FileState = FileState.WAITING
+    attempts: int = 0
+    size: int = 0
+    etag: str = ""
+    first_seen: datetime | None = None
+    last_attempt: datetime | None = None
+    last_error: str = ""
+    rows_read: int = 0
+    rows_rejected: int = 0
+    batch_id: str = ""
+    destination: str = ""
+    updated_at: datetime | None = None
+
+    def to_entity(self) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": FILES_PARTITION, "RowKey": encode_key(self.name)}
+        for key, value in asdict(self).items():
+            if value is None:
+                continue
+            entity[key] = value.value if isinstance(value, FileState) else value
+        entity["last_error"] = self.last_error[:4000]
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> FileRecord:
+        return cls(
+            name=str(entity.get("name") or decode_key(entity["RowKey"])),
+            state=FileState(entity.get("state", FileState.WAITING)),
+            attempts=int(entity.get("attempts", 0)),
+            size=int(entity.get("size", 0)),
+            etag=str(entity.get("etag", "")),
+            first_seen=_as_utc(entity.get("first_seen")),
+            last_attempt=_as_utc(entity.get("last_attempt")),
+            last_error=str(entity.get("last_error", "")),
+            rows_read=int(entity.get("rows_read", 0)),
+            rows_rejected=int(entity.get("rows_rejected", 0)),
+            batch_id=str(entity.get("batch_id", "")),
+            destination=str(entity.get("destination", "")),
+            updated_at=_as_utc(entity.get("updated_at")),
+        )
+
+
+@dataclass
+class RunRecord:
+    kind: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    started_at: datetime = field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    outcome: str = Outcome.SUCCESS
+    error: str = ""
+    trigger: str = ""
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_seconds(self) -> float:
+        end = self.finished_at or utcnow()
+        return round((end - self.started_at).total_seconds(), 3)
+
+    def to_entity(self) -> dict[str, Any]:
+        newest_first = 10**13 - int(self.started_at.timestamp() * 1000)
+        return {
+            "PartitionKey": self.started_at.strftime("%Y%m%d"),
+            "RowKey": f"{newest_first:013d}-{self.run_id}",
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at or utcnow(),
+            "duration_seconds": self.duration_seconds,
+            "outcome": str(self.outcome),
+            "error": self.error[:8000],
+            "trigger": self.trigger,
+            "counts": json.dumps(self.counts, default=str)[:30000],
+        }
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> RunRecord:
+        return cls(
+            kind=str(entity.get("kind", "")),
+            run_id=str(entity.get("run_id", "")),
+            started_at=_as_utc(entity.get("started_at")) or utcnow(),
+            finished_at=_as_utc(entity.get("finished_at")),
+            outcome=str(entity.get("outcome", "")),
+            error=str(entity.get("error", "")),
+            trigger=str(entity.get("trigger", "")),
+            counts=json.loads(entity.get("counts") or "{}"),
+        )
+
+
+@dataclass
+class JobStatus:
+    kind: str
+    last_status: str = Outcome.NEVER
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    last_finished: datetime | None = None
+    last_error: str = ""
+    success_count: int = 0
+    failure_count: int = 0
+    last_counts: dict[str, Any] = field(default_factory=dict)
+    failing_since: datetime | None = None
+    version: str = ""  # sync-mappings: changes whenever the mapping table changes
+
+
+@dataclass(frozen=True)
+class MappingEntry:
+    employee_id: str
+    login: str
+    collar: str
+
+
+class StateStore:
+    """All Table Storage access of the app."""
+
+    _mapping_cache: dict[tuple[str, str], dict[str, str]] = {}  # noqa: RUF012 - process-wide on purpose
+    _mapping_cache_lock = Lock()
+
+    def __init__(self, settings):  # type: ignore[no-untyped-def]
+        self.settings = settings
+        self.service = table_service(settings)
+        self.prefix = settings.table_prefix
+
+    def table(self, suffix: str) -> TableClient:
+        return self.service.get_table_client(f"{self.prefix}{suffix}")
+
+    def ensure_tables(self) -> list[str]:
+        created = []
+        for suffix in TABLE_SUFFIXES:
+            try:
+                self.service.create_table(f"{self.prefix}{suffix}")
+                created.append(f"{self.prefix}{suffix}")
+            except ResourceExistsError:
+                pass
+        return created
+
+    # -- generic helpers --------------------------------------------------------------------------
+    def _query_partition(self, suffix: str, partition: str, extra_filter: str = "") -> Iterator[dict[str, Any]]:
+        query = f"PartitionKey eq '{partition}'"
+        if extra_filter:
+            query += f" and {extra_filter}"
+        yield from self.table(suffix).query_entities(query, results_per_page=1000)
+
+    def _transact(self, suffix: str, operations: Iterable[tuple[Any, ...]]) -> int:
+        """Submit operations sharing a partition in transactions of 100; returns the number of requests."""
+        table = self.table(suffix)
+        requests = 0
+        batch: list[tuple[Any, ...]] = []
+        for op in operations:
+            batch.append(op)
+            if len(batch) == TRANSACTION_LIMIT:
+                table.submit_transaction(batch)
+                requests += 1
+                batch = []
+        if batch:
+            table.submit_transaction(batch)
+            requests += 1
+        return requests
+
+    # -- files ------------------------------------------------------------------------------------
+    def get_file(self, name: str) -> FileRecord | None:
+        try:
+            return FileRecord.from_entity(self.table("files").get_entity(FILES_PARTITION, encode_key(name)))
+        except ResourceNotFoundError:
+            return None
+
+    def waiting_files(self) -> dict[str, FileRecord]:
+        """Every record still waiting, in one paged query."""
+        records = (
+            FileRecord.from_entity(e) for e in self._query_partition("files", FILES_PARTITION, "state eq 'waiting'")
+        )
+        return {r.name: r for r in records}
+
+    def failed_files(self) -> dict[str, FileRecord]:
+        records = (
+            FileRecord.from_entity(e) for e in self._query_partition("files", FILES_PARTITION, "state eq 'failed'")
+        )
+        return {r.name: r for r in records}
+
+    def record_seen(self, name: str, etag: str, size: int) -> FileRecord:
+        """Note a file the moment its trigger fires; a new version of a finished name starts afresh."""
+        now = utcnow()
+        existing = self.get_file(name)
+        if existing is not None and existing.state == FileState.WAITING:
+            return existing
+        if existing is not None and existing.etag == etag:
+            return existing  # a duplicate event for a file already finished
+        record = FileRecord(name=name, etag=etag, size=size, first_seen=now, updated_at=now)
+        self.table("files").upsert_entity(record.to_entity(), mode=UpdateMode.REPLACE)
+        return record
+
+    def save_files(self, records: Iterable[FileRecord]) -> int:
+        now = utcnow()
+        operations = []
+        for record in records:
+            record.updated_at = now
+            operations.append(("upsert", record.to_entity(), {"mode": UpdateMode.REPLACE}))
+        return self._transact("files", operations)
+
+    def purge_files(self, before: datetime) -> int:
+        old = [
+            e
+            for e in self._query_partition("files", FILES_PARTITION, "state ne 'waiting'")
+            if (_as_utc(e.get("updated_at")) or utcnow()) < before
+        ]
+        self._transact("files", [("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}) for e in old])
+        return len(old)
+
+    # -- watermarks -------------------------------------------------------------------------------
+    def load_watermarks(self) -> dict[str, str]:
+        """employee id -> watermark text (see decisions.Watermark)."""
+        return {decode_key(e["RowKey"]): str(e["wm"]) for e in self._query_partition("watermarks", WATERMARK_PARTITION)}
+
+    def save_watermarks(self, watermarks: Mapping[str, str]) -> int:
+        operations = [
+            ("upsert", {"PartitionKey": WATERMARK_PARTITION, "RowKey": encode_key(emp), "wm": text})
+            for emp, text in sorted(watermarks.items())
+        ]
+        return self._transact("watermarks", operations)
+
+    # -- mappings ---------------------------------------------------------------------------------
+    def mapping_entries(self) -> dict[str, MappingEntry]:
+        return {
+            decode_key(e["RowKey"]): MappingEntry(decode_key(e["RowKey"]), str(e["login"]), str(e.get("collar", "")))
+            for e in self._query_partition("mappings", MAPPING_PARTITION)
+        }
+
+    def load_mappings(self) -> dict[str, str]:
+        """employee id -> login; reuses this process's copy while the mapping version is unchanged."""
+        version = self.job_status(JobKind.SYNC_MAPPINGS).version
+        cache_key = (f"{self.service.url}|{self.prefix}", version)
+        with self._mapping_cache_lock:
+            cached = self._mapping_cache.get(cache_key) if version else None
+        if cached is not None:
+            return cached
+        mappings = {emp: entry.login for emp, entry in self.mapping_entries().items()}
+        if version:
+            with self._mapping_cache_lock:
+                self._mapping_cache.clear()
+                self._mapping_cache[cache_key] = mappings
+        return mappings
+
+    def apply_mapping_changes(self, upserts: Iterable[MappingEntry], deletes: Iterable[str]) -> int:
+        """Write only what changed, in transactions; returns the number of entity writes."""
+        operations: list[tuple[str, dict[str, Any]]] = [
+            (
+                "upsert",
+                {
+                    "PartitionKey": MAPPING_PARTITION,
+                    "RowKey": encode_key(m.employee_id),
+                    "login": m.login,
+                    "collar": m.collar,
+                },
+            )
+            for m in upserts
+        ]
+        operations += [("delete", {"PartitionKey": MAPPING_PARTITION, "RowKey": encode_key(emp)}) for emp in deletes]
+        self._transact("mappings", operations)
+        return len(operations)
+
+    # -- run log ----------------------------------------------------------------------------------
+    def write_run(self, run: RunRecord) -> None:
+        self.table("runs").upsert_entity(run.to_entity())
+
+    def runs_since(self, since: datetime, now: datetime | None = None) -> list[RunRecord]:
+        now = now or utcnow()
+        runs: list[RunRecord] = []
+        day = since.astimezone(UTC).date()
+        while day <= now.date():
+            for entity in self._query_partition("runs", day.strftime("%Y%m%d")):
+                run = RunRecord.from_entity(entity)
+                if run.started_at >= since:
+                    runs.append(run)
+            day += timedelta(days=1)
+        runs.sort(key=lambda r: r.started_at, reverse=True)
+        return runs
+
+    def purge_runs(self, before: datetime) -> int:
+        purged = 0
+        cutoff_day = before.strftime("%Y%m%d")
+        for entity in self.table("runs").query_entities(
+            f"PartitionKey lt '{cutoff_day}'", select=["PartitionKey", "RowKey"]
+        ):
+            self.table("runs").delete_entity(entity["PartitionKey"], entity["RowKey"])
+            purged += 1
+        return purged
+
+    # -- job status -------------------------------------------------------------------------------
+    def job_status(self, kind: str) -> JobStatus:
+        try:
+            entity = self.table("jobstatus").get_entity(STATUS_PARTITION, kind)
+        except ResourceNotFoundError:
+            return JobStatus(kind=kind)
+        return _status_from_entity(entity)
+
+    def all_job_status(self) -> dict[str, JobStatus]:
+        found = {e["RowKey"]: _status_from_entity(e) for e in self._query_partition("jobstatus", STATUS_PARTITION)}
+        return {kind.value: found.get(kind.value, JobStatus(kind=kind.value)) for kind in JobKind} | found
+
+    def record_job(
+        self,
+        kind: str,
+        outcome: str,
+        *,
+        error: str = "",
+        counts: Mapping[str, Any] | None = None,
+        new_version: bool = False,
+        at: datetime | None = None,
+    ) -> JobStatus:
+        """Update the job's status row with optimistic concurrency (ETag), retrying on a concurrent writer."""
+        table = self.table("jobstatus")
+        at = at or utcnow()
+        for _ in range(10):
+            try:
+                entity = table.get_entity(STATUS_PARTITION, kind)
+                etag = entity.metadata["etag"]
+                status = _status_from_entity(entity)
+            except ResourceNotFoundError:
+                etag, status = None, JobStatus(kind=kind)
+            status.last_attempt = at
+            if outcome != Outcome.SKIPPED:
+                status.last_status = outcome
+                status.last_finished = at
+                status.last_error = error if outcome == Outcome.FAILED else ""
+                status.last_counts = dict(counts or {})
+                if outcome == Outcome.SUCCESS:
+                    status.last_success = at
+                    status.success_count += 1
+                    status.failing_since = None
+                else:
+                    status.failure_count += 1
+                    status.failing_since = status.failing_since or at
+            elif status.last_status == Outcome.NEVER:
+                status.last_status = Outcome.SKIPPED
+                status.last_finished = at
+            if new_version:
+                status.version = uuid.uuid4().hex
+            new_entity = _status_to_entity(status)
+            try:
+                if etag is None:
+                    table.create_entity(new_entity)
+                else:
+                    table.update_entity(
+                        new_entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                    )
+                return status
+            except (ResourceExistsError, HttpResponseError) as error:
+                if isinstance(error, ResourceExistsError) or getattr(error, "status_code", None) == 412:
+                    time.sleep(0.05)
+                    continue
+                raise
+        raise RuntimeError(f"could not update the status of {kind}: too many concurrent writers")
+
+
+def _status_to_entity(status: JobStatus) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": STATUS_PARTITION, "RowKey": status.kind}
+    for key, value in asdict(status).items():
+        if key == "kind" or value is None:
+            continue
+        entity[key] = json.dumps(value, default=str) if key == "last_counts" else value
+    return entity
+
+
+def _status_from_entity(entity: Mapping[str, Any]) -> JobStatus:
+    return JobStatus(
+        kind=str(entity["RowKey"]),
+        last_status=str(entity.get("last_status", Outcome.NEVER)),
+        last_attempt=_as_utc(entity.get("last_attempt")),
+        last_success=_as_utc(entity.get("last_success")),
+        last_finished=_as_utc(entity.get("last_finished")),
+        last_error=str(entity.get("last_error", "")),
+        success_count=int(entity.get("success_count", 0)),
+        failure_count=int(entity.get("failure_count", 0)),
+        last_counts=json.loads(entity.get("last_counts") or "{}"),
+        failing_since=_as_utc(entity.get("failing_since")),
+        version=str(entity.get("version", "")),
+    )

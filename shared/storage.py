@@ -1,0 +1,290 @@
+"""Blob Storage: service clients, the four containers, the batcher's lease lock and safe moves.
+
+Only this module and `state.py` know the Azure Storage SDKs. Clients are created lazily, once per
+process and connection, so importing the function app never touches the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+
+from shared.settings import Settings, StorageConnection
+
+log = logging.getLogger(__name__)
+
+# The batch lock lives in the processed container under a prefix that listings and retention skip.
+LOCK_PREFIX = ".bobo-sync/"
+BATCH_LOCK_BLOB = LOCK_PREFIX + "batch.lock"
+LEASE_SECONDS = 60
+DOWNLOAD_CHUNK = 4 * 1024 * 1024
+METADATA_VALUE_LIMIT = 1024
+
+
+class StorageUnavailable(RuntimeError):
+    """Storage could not be reached or refused the credentials; the message names the cause, never a key."""
+
+
+@lru_cache(maxsize=8)
+def _clients(connection: StorageConnection) -> tuple[BlobServiceClient, TableServiceClient]:
+    if connection.connection_string is not None:
+        return (
+            BlobServiceClient.from_connection_string(connection.connection_string),
+            TableServiceClient.from_connection_string(connection.connection_string),
+        )
+    # Identity-based settings, read the way the Functions host reads BOBO_STORAGE__*.
+    from azure.identity import ManagedIdentityCredential
+
+    credential = ManagedIdentityCredential(client_id=connection.client_id)
+    assert connection.blob_service_uri and connection.table_service_uri  # validated by Settings
+    return (
+        BlobServiceClient(connection.blob_service_uri, credential=credential),
+        TableServiceClient(connection.table_service_uri, credential=credential),
+    )
+
+
+def blob_service(settings: Settings) -> BlobServiceClient:
+    return _clients(settings.storage)[0]
+
+
+def table_service(settings: Settings) -> TableServiceClient:
+    return _clients(settings.storage)[1]
+
+
+@dataclass(frozen=True)
+class IncomingBlob:
+    name: str
+    etag: str
+    size: int
+    last_modified: datetime
+
+    @property
+    def order(self) -> tuple[datetime, str]:
+        """The contract's file order: last-modified time, then name."""
+        return (self.last_modified, self.name)
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    destination_container: str
+    destination_name: str
+    source_deleted: bool
+    already_there: bool = False
+
+
+class Storage:
+    """The BOBO containers of one storage account."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.service = blob_service(settings)
+
+    def container(self, name: str) -> ContainerClient:
+        return self.service.get_container_client(name)
+
+    @property
+    def incoming(self) -> ContainerClient:
+        return self.container(self.settings.incoming_container)
+
+    def ensure_containers(self) -> list[str]:
+        """Create any missing container; returns the names created."""
+        created = []
+        for name in self.settings.containers:
+            try:
+                self.container(name).create_container()
+                created.append(name)
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as error:
+                raise StorageUnavailable(f"cannot create container {name}: {_reason(error)}") from None
+        return created
+
+    def list_incoming(self, limit: int | None = None) -> list[IncomingBlob]:
+        """Files waiting, oldest first (contract file order). Listing is paged by the SDK, 5,000 a page."""
+        blobs = [
+            IncomingBlob(b.name, b.etag, b.size, b.last_modified)
+            for b in self.incoming.list_blobs()
+            if not b.name.startswith(LOCK_PREFIX)
+        ]
+        blobs.sort(key=lambda blob: blob.order)
+        return blobs[:limit] if limit is not None else blobs
+
+    def get_incoming(self, name: str) -> IncomingBlob | None:
+        try:
+            props = self.incoming.get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return IncomingBlob(name, props.etag, props.size, props.last_modified)
+
+    def read_chunks(self, container: str, name: str, etag: str | None = None) -> Iterator[bytes]:
+        """Stream a blob in chunks; with `etag`, fail with ResourceModifiedError if it changed since listing."""
+        kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        downloader = self.container(container).get_blob_client(name).download_blob(**kwargs)
+        yield from downloader.chunks()
+
+    def write_blob(self, container: str, name: str, data: bytes, *, overwrite: bool = True) -> None:
+        self.container(container).upload_blob(name, data, overwrite=overwrite)
+
+    def move(
+        self,
+        blob: IncomingBlob,
+        destination: str,
+        metadata: dict[str, str],
+        *,
+        now: datetime | None = None,
+    ) -> MoveResult:
+        """Copy `blob` from incoming to `destination`, check the copy, then delete the source.
+
+        Never overwrites: an existing name gets a `-YYYYMMDDTHHMMSSZ` suffix, unless the existing blob is a
+        copy of this very source (same source ETag in its metadata: a move interrupted after the copy), in
+        which case only the delete is left to do. The source is deleted only if its ETag is still the one
+        processed; if the exporter replaced it meanwhile, the new version stays in incoming.
+        """
+        source = self.incoming.get_blob_client(blob.name)
+        target_container = self.container(destination)
+        meta = {key: _metadata_value(value) for key, value in metadata.items()}
+        meta["source_etag"] = _metadata_value(blob.etag)
+        already = False
+        for candidate in _destination_names(blob.name, now or datetime.now(UTC)):
+            target = target_container.get_blob_client(candidate)
+            try:
+                self._copy(source, target, blob, meta)
+                break
+            except ResourceExistsError:
+                existing = _properties_or_none(target)
+                copied_before = existing is not None and existing.metadata.get("source_etag") == meta["source_etag"]
+                if copied_before and existing.size == blob.size:
+                    already = True
+                    break
+        else:
+            raise StorageUnavailable(f"no free destination name for {blob.name} in {destination}")
+        deleted = self.delete_incoming_if_unchanged(blob)
+        return MoveResult(destination, candidate, deleted, already)
+
+    def _copy(self, source: BlobClient, target: BlobClient, blob: IncomingBlob, metadata: dict[str, str]) -> None:
+        downloader = source.download_blob(etag=blob.etag, match_condition=MatchConditions.IfNotModified)
+        digest = hashlib.md5(usedforsecurity=False)
+
+        def stream() -> Iterator[bytes]:
+            for chunk in downloader.chunks():
+                digest.update(chunk)
+                yield chunk
+
+        # overwrite=False sends If-None-Match: *, so a concurrent writer of the same name can never be clobbered.
+        target.upload_blob(stream(), length=blob.size, overwrite=False, metadata=metadata)
+        copied = target.get_blob_properties()
+        if copied.size != blob.size:
+            target.delete_blob()
+            raise StorageUnavailable(f"copy of {blob.name} is incomplete ({copied.size} of {blob.size} bytes)")
+
+    def delete_incoming_if_unchanged(self, blob: IncomingBlob) -> bool:
+        try:
+            self.incoming.delete_blob(blob.name, etag=blob.etag, match_condition=MatchConditions.IfNotModified)
+            return True
+        except ResourceModifiedError:
+            log.warning("file %s changed while it was processed; the new version stays in incoming", blob.name)
+            return False
+        except ResourceNotFoundError:
+            return True
+
+    def batch_lock(self) -> BatchLock:
+        return BatchLock(self.container(self.settings.processed_container).get_blob_client(BATCH_LOCK_BLOB))
+
+
+class BatchLock:
+    """A blob lease held by one batcher at a time, across processes and instances, renewed while held.
+
+    `acquire()` returns False at once when another batcher holds it. A renewal thread keeps the lease;
+    if renewal fails (storage outage, lease stolen after expiry), `lost` turns true and the holder stops
+    before its next step.
+    """
+
+    def __init__(self, blob: BlobClient):
+        self.blob = blob
+        self.lease = None
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        with contextlib.suppress(ResourceExistsError):
+            self.blob.upload_blob(b"", overwrite=False)
+        try:
+            self.lease = self.blob.acquire_lease(lease_duration=LEASE_SECONDS)
+        except HttpResponseError as error:
+            if getattr(error, "status_code", None) == 409:
+                return False
+            raise
+        self.lost.clear()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew, name="batch-lock-renewal", daemon=True)
+        self._thread.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 4):
+            try:
+                self.lease.renew()
+            except HttpResponseError:
+                log.warning("batch lock renewal failed; this batcher stops after its current step")
+                self.lost.set()
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.lease is not None:
+            with contextlib.suppress(HttpResponseError):
+                self.lease.release()
+        self.lease = None
+
+    def __enter__(self) -> BatchLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _destination_names(name: str, now: datetime) -> Iterator[str]:
+    yield name
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stem, dot, ext = name.rpartition(".") if name.lower().endswith(".csv") else (name, "", "")
+    for n in range(100):
+        suffix = f"-{stamp}" if n == 0 else f"-{stamp}-{n}"
+        yield f"{stem}{suffix}{dot}{ext}"
+
+
+def _properties_or_none(blob: BlobClient):  # type: ignore[no-untyped-def]
+    try:
+        return blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+
+
+def _metadata_value(value: object) -> str:
+    """Blob metadata values must be ASCII and small; keep the gist of long or non-ASCII error texts."""
+    text = str(value).encode("ascii", "backslashreplace").decode("ascii")
+    text = " ".join(text.split())
+    return text[:METADATA_VALUE_LIMIT]
+
+
+def _reason(error: HttpResponseError) -> str:
+    code = getattr(error, "error_code", None) or getattr(error, "status_code", None) or "error"
+    return f"{code}"
