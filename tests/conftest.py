@@ -69,3 +69,25 @@ def make_settings(azurite: Azurite, athoc_sim: Any) -> Callable[..., Settings]:
         return Settings.from_env(make_env(azurite.connection_string, athoc_sim.url, **overrides))
 
     return build
+
+
+@pytest.fixture
+def make_test_env(azurite: Azurite, athoc_sim: Any) -> Callable[..., dict[str, str]]:
+    """The environment of an isolated deployment, for handler tests and worker processes."""
+
+    def build(**overrides: str) -> dict[str, str]:
+        return make_env(azurite.connection_string, athoc_sim.url, **overrides)
+
+    return build
+
+
+@pytest.fixture
+def make_runtime(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+    from shared.runtime import Runtime
+
+    def build(**overrides: str) -> Runtime:
+        runtime = Runtime(make_settings(**overrides))
+        runtime.ensure_ready()
+        return runtime
+
+    return build

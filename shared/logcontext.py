@@ -1,0 +1,54 @@
+"""A run id that ties a trigger, its batches and the AtHoc requests together in the logs.
+
+The Functions Python worker sends a record's `extra` fields to Application Insights as custom
+dimensions; this filter adds `run_id` and `job_kind` to every record of the app's loggers while a run
+is active, so one Kusto query finds everything a run did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+_run_id: ContextVar[str] = ContextVar("bobo_run_id", default="")
+_job_kind: ContextVar[str] = ContextVar("bobo_job_kind", default="")
+
+
+class RunContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "run_id"):
+            record.run_id = _run_id.get()
+        if not hasattr(record, "job_kind"):
+            record.job_kind = _job_kind.get()
+        return True
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def current_run_id() -> str:
+    return _run_id.get()
+
+
+@contextlib.contextmanager
+def run_context(job_kind: str, run_id: str | None = None) -> Iterator[str]:
+    run_id = run_id or new_run_id()
+    run_token = _run_id.set(run_id)
+    kind_token = _job_kind.set(job_kind)
+    try:
+        yield run_id
+    finally:
+        _run_id.reset(run_token)
+        _job_kind.reset(kind_token)
+
+
+def install() -> None:
+    """Attach the filter to the app's top-level loggers (idempotent)."""
+    for name in ("shared", "functions"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RunContextFilter) for f in logger.filters):
+            logger.addFilter(RunContextFilter())

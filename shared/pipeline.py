@@ -1,0 +1,550 @@
+"""The ingest pipeline: incoming CSV files -> one batch of AtHoc duty updates -> processed or failed.
+
+`ingest_blob` (the blob trigger), `drain` (the sweep timer and `process` command) run this same code:
+
+    take the batch lock (or return) -> wait the batch window -> loop:
+      list incoming -> read + parse each file (streaming) -> latest event per employee
+      -> mappings and watermarks loaded once -> plan -> SyncByCommonNames in chunks -> classify rows per file
+      -> watermarks -> rejects files -> moves (copy, verify, delete) -> file records -> run log
+    -> release the lock -> look once more for files that landed meanwhile
+
+Crash safety, line by line: AtHoc is told before the watermark is written and the watermark before the
+move, so a crash anywhere makes the next run either resend the same (not an older) value or find the
+events stale and just finish the move. A file leaves incoming only after its copy is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.athoc_client import RowStatus
+from shared.bobo_csv import DutyEvent, Rejection, UnreadableFile, read_bobo_csv, rejects_csv
+from shared.decisions import SourcedEvent, Watermark, plan_updates
+from shared.logcontext import run_context
+from shared.runtime import Runtime
+from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
+from shared.storage import IncomingBlob
+
+log = logging.getLogger(__name__)
+
+CONFIRMED = frozenset({RowStatus.UPDATED, RowStatus.NOT_FOUND, RowStatus.DENIED})
+# Rejected rows kept per file for its rejects file; beyond this only the count is kept (bounded memory).
+REJECTS_KEPT_PER_FILE = 10_000
+LOCK_POLL_SECONDS = 0.5
+
+
+@dataclass
+class FileWork:
+    """One file's way through a batch."""
+
+    blob: IncomingBlob
+    record: FileRecord
+    rows_read: int = 0
+    rows_rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    winners: dict[str, SourcedEvent] = field(default_factory=dict)
+    outcome: FileState | None = None  # None while undecided; WAITING = kept for retry
+    reason: str = ""
+    skipped: bool = False  # changed while being read: not attempted in this batch
+
+    @property
+    def name(self) -> str:
+        return self.blob.name
+
+
+@dataclass
+class ProcessReport:
+    """The `process` command's JSON (contract section 6), summed over the batches of a drain."""
+
+    files_seen: int = 0
+    files_processed: int = 0
+    files_failed: int = 0
+    files_retry: int = 0
+    rows_read: int = 0
+    rows_rejected: int = 0
+    updates_sent: int = 0
+    users_updated: int = 0
+    users_not_found: int = 0
+    users_denied: int = 0
+    unmapped_employees: int = 0
+    stale_events: int = 0
+    batches: int = 0
+    athoc_requests: int = 0
+    errors: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, str]] = field(default_factory=list)  # dry run: what would be sent
+    dry_run: bool = False
+    lock_busy: bool = False
+    run_id: str = ""
+
+    COUNTS = (
+        "files_seen",
+        "files_processed",
+        "files_failed",
+        "files_retry",
+        "rows_read",
+        "rows_rejected",
+        "updates_sent",
+        "users_updated",
+        "users_not_found",
+        "users_denied",
+        "unmapped_employees",
+        "stale_events",
+        "batches",
+        "athoc_requests",
+    )
+
+    def add(self, other: ProcessReport) -> None:
+        for name in self.COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors += other.errors
+        self.files += other.files
+        self.updates += other.updates
+
+    def counts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.COUNTS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.counts(),
+            "errors": list(self.errors),
+            "files": list(self.files),
+            "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            **({"updates": self.updates} if self.dry_run else {}),
+        }
+
+    # The command protocol of shared.cli: `process` did its job even when files failed or wait for retry.
+    exit_code = 0
+    failure = ""
+
+    def text_lines(self) -> list[str]:
+        if self.lock_busy:
+            return ["another batcher holds the lock and will process the waiting files; try again shortly"]
+        verb = "would send" if self.dry_run else "sent"
+        lines = [
+            f"files: {self.files_seen} seen, {self.files_processed} processed, {self.files_failed} failed, "
+            f"{self.files_retry} waiting for retry",
+            f"rows: {self.rows_read} read, {self.rows_rejected} rejected",
+            f"AtHoc: {verb} {self.updates_sent} updates; {self.users_updated} users updated, "
+            f"{self.users_not_found} not found, {self.users_denied} denied; {self.unmapped_employees} unmapped, "
+            f"{self.stale_events} stale",
+        ]
+        lines += [
+            f"  {f['name']}: {f['outcome']}" + (f" ({f['reason']})" if f.get("reason") else "") for f in self.files
+        ]
+        if self.dry_run:
+            lines += [f"  would set {u['login']} = {u['value']!r}" for u in self.updates]
+        lines += [f"error: {e}" for e in self.errors]
+        return lines
+
+
+def ingest_blob(runtime: Runtime, name: str, *, trigger: str = "ingest_csv") -> ProcessReport | None:
+    """The blob trigger's work: note the file, then drain as one batch if the lock is free.
+
+    Returns None when the blob is already gone (a duplicate or late event for a file already moved).
+    Never raises: failures are recorded and logged, and the file waits for the sweep.
+    """
+    try:
+        runtime.ensure_ready()
+        blob = runtime.storage.get_incoming(name)
+        if blob is None:
+            log.info("file %s is no longer in incoming (already handled)", name)
+            return None
+        runtime.state.record_seen(blob.name, blob.etag, blob.size)
+    except AzureError as error:
+        log.error("storage unavailable while noting %s: %s; the sweep will pick it up", name, _brief(error))
+        return None
+    return drain(runtime, trigger=trigger, wait_window=True)
+
+
+def drain(
+    runtime: Runtime,
+    *,
+    trigger: str = "sweep_incoming",
+    dry_run: bool = False,
+    wait_window: bool = False,
+    wait_for_lock: float = 0.0,
+) -> ProcessReport:
+    """Process everything waiting in incoming, batch after batch, while this caller holds the lock.
+
+    Returns at once (with `lock_busy`) when another batcher holds the lock and `wait_for_lock` is 0;
+    that batcher will also pick up the files of this caller. A dry run takes no lock and changes nothing.
+    """
+    with run_context(JobKind.PROCESS) as run_id:
+        total = ProcessReport(dry_run=dry_run, run_id=run_id)
+        started = utcnow()
+        try:
+            runtime.ensure_ready()
+            if dry_run:
+                blobs = runtime.storage.list_incoming(limit=runtime.settings.batch_max_files)
+                if blobs:
+                    total.add(_process_batch(runtime, blobs, run_id, dry_run=True))
+                _log_summary(total, started, trigger)
+                return total
+            _drain_with_lock(runtime, total, run_id, wait_window=wait_window, wait_for_lock=wait_for_lock)
+        except AzureError as error:
+            total.errors.append(f"storage unavailable: {_brief(error)}")
+            log.error("process run failed: storage unavailable: %s", _brief(error))
+        if not total.lock_busy:
+            _record_run(runtime, total, started, trigger)
+        _log_summary(total, started, trigger)
+        return total
+
+
+def _drain_with_lock(
+    runtime: Runtime, total: ProcessReport, run_id: str, *, wait_window: bool, wait_for_lock: float
+) -> None:
+    settings = runtime.settings
+    deadline = time.monotonic() + settings.drain_budget_seconds
+    attempted: set[str] = set()
+    lock_wait_until = time.monotonic() + wait_for_lock
+    while True:
+        lock = runtime.storage.batch_lock()
+        while not lock.acquire():
+            if time.monotonic() >= lock_wait_until:
+                total.lock_busy = total.batches == 0
+                return
+            time.sleep(LOCK_POLL_SECONDS)
+        try:
+            if wait_window and settings.batch_window_seconds > 0:
+                time.sleep(settings.batch_window_seconds)
+            wait_window = False
+            while time.monotonic() < deadline and not lock.lost.is_set():
+                waiting = [b for b in runtime.storage.list_incoming() if b.name not in attempted]
+                if not waiting:
+                    break
+                batch = waiting[: settings.batch_max_files]
+                report = _process_batch(runtime, batch, run_id)
+                total.add(report)
+                attempted.update(b.name for b in batch)
+        finally:
+            lock.release()
+        # A file that landed after our last listing saw the lock taken and returned; look once more.
+        if time.monotonic() >= deadline or not any(b.name not in attempted for b in runtime.storage.list_incoming()):
+            return
+        lock_wait_until = time.monotonic()  # do not wait: if someone else holds it now, they drain
+
+
+def _process_batch(runtime: Runtime, blobs: list[IncomingBlob], run_id: str, *, dry_run: bool = False) -> ProcessReport:
+    settings, state = runtime.settings, runtime.state
+    batch_id = f"{run_id}-{utcnow().strftime('%H%M%S%f')}"
+    report = ProcessReport(dry_run=dry_run, batches=1)
+    now = utcnow()
+    known = state.waiting_files()
+    works: list[FileWork] = []
+    for blob in blobs:
+        record = known.get(blob.name)
+        if record is None or record.etag != blob.etag:
+            # First sight (a missed trigger event) or a replaced file: a new file, attempts from zero.
+            record = FileRecord(name=blob.name, etag=blob.etag, size=blob.size, first_seen=now)
+        record.size = blob.size
+        works.append(FileWork(blob=blob, record=record))
+    report.files_seen = len(works)
+
+    for work in works:
+        if not work.name.lower().endswith(".csv"):
+            work.outcome, work.reason = FileState.FAILED, "not a .csv file"
+
+    csv_works = [w for w in works if w.outcome is None]
+    mapping_error = _ensure_mappings(runtime) if csv_works and not dry_run else None
+    if mapping_error:
+        for work in csv_works:
+            _retry(work, mapping_error)
+        csv_works = []
+
+    winners: dict[str, SourcedEvent] = {}
+    for work in csv_works:
+        _read_file(runtime, work)
+        if work.outcome is None and not work.skipped:
+            for employee_id, sourced in work.winners.items():
+                current = winners.get(employee_id)
+                if current is None or sourced.key > current.key:
+                    winners[employee_id] = sourced
+    works = [w for w in works if not w.skipped]
+    report.files_seen = len(works)
+
+    if winners:
+        mappings = state.load_mappings()
+        watermarks = {emp: Watermark.from_text(text) for emp, text in state.load_watermarks().items()}
+        plan = plan_updates(winners, mappings, watermarks, settings.athoc.datetime_format)
+        report.unmapped_employees = len(plan.unmapped)
+        report.stale_events = len(plan.stale)
+        for sourced in plan.unmapped:
+            log.debug("employee %s has no AtHoc mapping (file %s)", sourced.event.employee_id, sourced.file_name)
+        report.updates_sent = len(plan.updates)
+        if dry_run:
+            report.updates = [
+                {"login": u.login, "value": u.value, "employee_id": u.employee_id, "file": u.source.file_name}
+                for u in plan.updates
+            ]
+        elif plan.updates:
+            _send(runtime, plan.updates, works, report)
+
+    for work in works:
+        report.rows_read += work.rows_read
+        report.rows_rejected += work.rows_rejected
+        if work.outcome is None:
+            work.outcome = FileState.PROCESSED
+    if dry_run:
+        report.files = [{"name": w.name, "outcome": "would be " + _outcome_word(w), "reason": w.reason} for w in works]
+        return report
+    _finish_files(runtime, works, batch_id, report)
+    return report
+
+
+def _ensure_mappings(runtime: Runtime) -> str | None:
+    """Contract section 2: before the first batch ever, a mapping sync must have succeeded."""
+    if runtime.state.job_status(JobKind.SYNC_MAPPINGS).last_success is not None:
+        return None
+    from shared.mapping_sync import run_mapping_sync
+
+    log.info("no mapping sync has ever succeeded: running one before the batch")
+    result = run_mapping_sync(runtime, force=True, trigger="pipeline")
+    if result.status == Outcome.SUCCESS:
+        return None
+    return f"mapping sync has never succeeded ({result.error or result.status}); files wait"
+
+
+def _read_file(runtime: Runtime, work: FileWork) -> None:
+    settings = runtime.settings
+    try:
+        chunks = runtime.storage.read_chunks(settings.incoming_container, work.name, etag=work.blob.etag)
+        for item in read_bobo_csv(chunks):
+            work.rows_read += 1
+            if isinstance(item, Rejection):
+                work.rows_rejected += 1
+                if len(work.rejections) < REJECTS_KEPT_PER_FILE:
+                    work.rejections.append(item)
+                continue
+            _keep_latest(work, item)
+    except UnreadableFile as error:
+        work.outcome, work.reason = FileState.FAILED, f"not readable: {error}"
+        work.winners.clear()
+        return
+    except (ResourceModifiedError, ResourceNotFoundError):
+        # Replaced or removed while we read it: not this batch's business; a new version gets its own turn.
+        work.skipped = True
+        work.winners.clear()
+        return
+    except AzureError as error:
+        _retry(work, f"could not read the file: {_brief(error)}")
+        work.winners.clear()
+        return
+    if work.rows_read > 0 and work.rows_rejected == work.rows_read:
+        work.outcome, work.reason = FileState.FAILED, f"no valid row ({work.rows_rejected} rows rejected)"
+        work.winners.clear()
+
+
+def _keep_latest(work: FileWork, event: DutyEvent) -> None:
+    sourced = SourcedEvent(event, work.name, work.blob.last_modified)
+    current = work.winners.get(event.employee_id)
+    if current is None or sourced.key > current.key:
+        work.winners[event.employee_id] = sourced
+
+
+def _send(runtime: Runtime, updates: list, works: list[FileWork], report: ProcessReport) -> None:  # type: ignore[type-arg]
+    by_login = {u.login: u for u in updates}
+    by_file = {w.name: w for w in works}
+    try:
+        result = runtime.athoc.sync_duty_values([(u.login, u.value) for u in updates])
+        rows = result.rows
+        report.athoc_requests += result.requests
+    except Exception as error:  # the trigger must never raise for AtHoc: treat it as a failed call
+        log.exception("AtHoc update failed unexpectedly")
+        rows = None
+        failure = f"AtHoc update failed: {error.__class__.__name__}"
+    confirmed: dict[str, str] = {}
+    updated_logins: set[str] = set()
+    if rows is None:
+        for update in updates:
+            _retry(by_file[update.source.file_name], failure)
+        report.errors.append(failure)
+        return
+    failures: list[str] = []
+    for row in rows:
+        update = by_login.get(row.login)
+        if update is None:
+            continue
+        if row.status in CONFIRMED:
+            confirmed[update.employee_id] = Watermark.from_event(update.source.event).to_text()
+            if row.status is RowStatus.UPDATED:
+                updated_logins.add(row.login.casefold())
+            elif row.status is RowStatus.NOT_FOUND:
+                report.users_not_found += 1
+            else:
+                report.users_denied += 1
+            log.debug("AtHoc %s for %s = %r", row.status.name, row.login, row.value)
+            continue
+        # A failed request is one error for all its rows; a row error names its user.
+        reason = (
+            f"AtHoc request failed: {row.detail}"
+            if row.status is RowStatus.FAILED
+            else (f"AtHoc {row.status.name.lower()} for {row.login}: {row.detail}")
+        )
+        _retry(by_file[update.source.file_name], reason)
+        if reason not in failures:
+            failures.append(reason)
+    report.users_updated = len(updated_logins)
+    if confirmed:
+        runtime.state.save_watermarks(confirmed)
+    report.errors += failures[:20]
+    if len(failures) > 20:
+        report.errors.append(f"... and {len(failures) - 20} more AtHoc row errors")
+
+
+def _retry(work: FileWork, reason: str) -> None:
+    if work.outcome is None or work.outcome is FileState.WAITING:
+        work.outcome = FileState.WAITING
+        work.reason = work.reason or reason
+
+
+def _finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report: ProcessReport) -> None:
+    settings, storage = runtime.settings, runtime.storage
+    now = utcnow()
+    for work in works:
+        record = work.record
+        record.last_attempt = now
+        record.batch_id = batch_id
+        record.rows_read = work.rows_read
+        record.rows_rejected = work.rows_rejected
+        if work.outcome is FileState.WAITING:
+            record.attempts += 1
+            record.last_error = work.reason
+            if record.attempts < settings.max_retry_attempts:
+                report.files_retry += 1
+                log.warning(
+                    "file kept for retry: %s (attempt %d of %d): %s",
+                    work.name,
+                    record.attempts,
+                    settings.max_retry_attempts,
+                    work.reason,
+                    extra={"file_name": work.name},
+                )
+                report.files.append(
+                    {"name": work.name, "outcome": "retry", "attempts": record.attempts, "reason": work.reason}
+                )
+                continue
+            work.outcome = FileState.FAILED
+            work.reason = f"retries exhausted after {record.attempts} attempts: {work.reason}"
+        try:
+            if work.rejections or work.rows_rejected:
+                _write_rejects(runtime, work)
+            destination = (
+                settings.processed_container if work.outcome is FileState.PROCESSED else settings.failed_container
+            )
+            metadata = {
+                "batch_id": batch_id,
+                "rows_read": work.rows_read,
+                "rows_rejected": work.rows_rejected,
+                "attempts": record.attempts,
+            }
+            if work.outcome is FileState.FAILED:
+                metadata["error"] = work.reason
+            moved = storage.move(work.blob, destination, metadata, now=now)
+        except AzureError as error:
+            # The file stays in incoming, whole; the next run finishes the move.
+            report.files_retry += 1
+            record.last_error = f"move failed: {_brief(error)}"
+            report.errors.append(f"{work.name}: move failed: {_brief(error)}")
+            log.warning("file kept for retry: %s: move failed: %s", work.name, _brief(error))
+            continue
+        record.state = work.outcome
+        record.destination = f"{moved.destination_container}/{moved.destination_name}"
+        if work.outcome is FileState.FAILED:
+            record.last_error = work.reason
+            report.files_failed += 1
+            report.errors.append(f"{work.name}: {work.reason}")
+            log.error("file failed: %s: %s", work.name, work.reason, extra={"file_name": work.name})
+        else:
+            report.files_processed += 1
+        report.files.append(
+            {
+                "name": work.name,
+                "outcome": record.state.value,
+                "destination": record.destination,
+                "reason": work.reason,
+                "attempts": record.attempts,
+            }
+        )
+    runtime.state.save_files(w.record for w in works)
+
+
+def _write_rejects(runtime: Runtime, work: FileWork) -> None:
+    body = rejects_csv(work.rejections)
+    omitted = work.rows_rejected - len(work.rejections)
+    if omitted > 0:
+        body += f"0,{omitted} more rejected rows not listed,\r\n".encode()
+    runtime.storage.write_blob(runtime.settings.rejects_container, f"{work.name}.rejects.csv", body, overwrite=True)
+
+
+def _record_run(runtime: Runtime, total: ProcessReport, started: datetime, trigger: str) -> None:
+    outcome = Outcome.FAILED if total.errors else Outcome.SUCCESS
+    if total.files_seen == 0 and not total.errors:
+        return  # an empty sweep is not worth a run-log entry every five minutes
+    run = RunRecord(
+        kind=JobKind.PROCESS,
+        run_id=total.run_id,
+        started_at=started,
+        finished_at=utcnow(),
+        outcome=outcome,
+        error="; ".join(total.errors)[:8000],
+        trigger=trigger,
+        counts=total.counts(),
+    )
+    try:
+        runtime.state.write_run(run)
+        runtime.state.record_job(JobKind.PROCESS, outcome, error=run.error, counts=total.counts())
+    except AzureError as error:
+        log.error("could not write the run log: %s", _brief(error))
+
+
+def _log_summary(total: ProcessReport, started: datetime, trigger: str) -> None:
+    if total.lock_busy:
+        log.info("process: another batcher holds the lock; it will take these files", extra={"trigger": trigger})
+        return
+    outcome = "failed" if total.errors else "success"
+    duration = (utcnow() - started).total_seconds()
+    log.info(
+        "process %s: %d files (%d processed, %d failed, %d retry), %d rows (%d rejected), %d updates sent, "
+        "%d users updated, %d not found, %d denied, %d unmapped, %.1f s",
+        outcome,
+        total.files_seen,
+        total.files_processed,
+        total.files_failed,
+        total.files_retry,
+        total.rows_read,
+        total.rows_rejected,
+        total.updates_sent,
+        total.users_updated,
+        total.users_not_found,
+        total.users_denied,
+        total.unmapped_employees,
+        duration,
+        extra={
+            "outcome": outcome,
+            "trigger": trigger,
+            "duration_seconds": round(duration, 3),
+            "dry_run": total.dry_run,
+            **total.counts(),
+        },
+    )
+
+
+def _outcome_word(work: FileWork) -> str:
+    return {FileState.PROCESSED: "processed", FileState.FAILED: "failed", FileState.WAITING: "retried"}.get(
+        work.outcome or FileState.PROCESSED, "processed"
+    )
+
+
+def _brief(error: BaseException) -> str:
+    """An Azure error in one line, without request headers (they can carry SAS tokens)."""
+    code = getattr(error, "error_code", None) or getattr(error, "status_code", None)
+    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+    return f"{code}: {text}"[:300] if code else text[:300]

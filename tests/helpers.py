@@ -1,0 +1,94 @@
+"""Test helpers shared by integration tests: seeding AtHoc users and mappings, uploading files, reading outcomes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.state import JobKind, MappingEntry, Outcome
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def login_of(employee: str) -> str:
+    return f"user{int(employee):05d}@force.example"
+
+
+def seed_users(sim: Any, runtime: Runtime, employees: Iterable[str], *, mapped: bool = True) -> None:
+    """AtHoc users with collar ids, and (unless `mapped` is False) the mapping rows a sync would write."""
+    employees = list(employees)
+    sim.add_users([{"LOGIN_ID": login_of(e), "Collar-Number": str(int(e))} for e in employees])
+    if mapped:
+        runtime.ensure_ready()
+        runtime.state.apply_mapping_changes(
+            [MappingEntry(str(int(e)), login_of(e), str(int(e))) for e in employees], []
+        )
+        runtime.state.record_job(JobKind.SYNC_MAPPINGS, Outcome.SUCCESS, new_version=True)
+
+
+def upload(runtime: Runtime, name: str, data: bytes | str) -> None:
+    runtime.ensure_ready()
+    body = data.encode("utf-8") if isinstance(data, str) else data
+    runtime.storage.write_blob(runtime.settings.incoming_container, name, body, overwrite=True)
+
+
+def names_in(runtime: Runtime, container: str) -> list[str]:
+    return sorted(b.name for b in runtime.storage.container(container).list_blobs() if not b.name.startswith("."))
+
+
+def where(runtime: Runtime) -> dict[str, list[str]]:
+    s = runtime.settings
+    return {
+        "incoming": names_in(runtime, s.incoming_container),
+        "processed": names_in(runtime, s.processed_container),
+        "failed": names_in(runtime, s.failed_container),
+        "rejects": names_in(runtime, s.rejects_container),
+    }
+
+
+def read_blob(runtime: Runtime, container: str, name: str) -> bytes:
+    return runtime.storage.container(container).download_blob(name).readall()
+
+
+def blob_metadata(runtime: Runtime, container: str, name: str) -> dict[str, str]:
+    return dict(runtime.storage.container(container).get_blob_client(name).get_blob_properties().metadata)
+
+
+def bon(employee: str, when: str, created: str | None = None) -> str:
+    """A 10-column BON row; `when` is YYYYMMDDHHMMSS."""
+    return f"BON,{employee},P{employee},{when[:8]},{when[8:]},{created or when},3,51.501,-0.141,12.5"
+
+
+def bof(employee: str, when: str, created: str | None = None) -> str:
+    return f"BOF,{employee},P{employee},{when[:8]},{when[8:]},{created or when},0,0,0,0"
+
+
+def csv_of(*rows: str) -> str:
+    return "\n".join(rows) + "\n"
+
+
+def settings_env(settings_env_map: Mapping[str, str]) -> dict[str, str]:
+    """A child process environment: this one plus the test's settings, and the repo on the path."""
+    env = dict(os.environ)
+    env.update(settings_env_map)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def python() -> str:
+    return sys.executable
+
+
+def model_binding_data(settings: Settings, name: str) -> SimpleNamespace:
+    """What the Functions host sends the worker for an SDK-type blob trigger binding."""
+    content = {"Connection": "BOBO_STORAGE", "ContainerName": settings.incoming_container, "BlobName": name}
+    return SimpleNamespace(
+        version="1.0", source="AzureStorageBlobs", content_type="application/json", content=json.dumps(content)
+    )
