@@ -10,10 +10,12 @@ import contextlib
 import hashlib
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from urllib.parse import parse_qs, urlparse
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -22,6 +24,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
+from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 
@@ -41,12 +44,38 @@ class StorageUnavailable(RuntimeError):
     """Storage could not be reached or refused the credentials; the message names the cause, never a key."""
 
 
+# Storage requests of this process by kind ("blob GET", "table POST $batch", ...): benchmarks and logs
+# report them; counting costs a dict increment per request.
+REQUEST_COUNTS: Counter[str] = Counter()
+_counts_lock = threading.Lock()
+
+
+def _counter(service: str):  # type: ignore[no-untyped-def]
+    """A raw_request_hook (both SDKs call it once per request, retries included)."""
+
+    def count(request: PipelineRequest) -> None:  # type: ignore[type-arg]
+        http = request.http_request
+        url = urlparse(http.url)
+        comp = parse_qs(url.query).get("comp", [""])[0]
+        kind = (
+            f"{service} {http.method}"
+            + (f" {comp}" if comp else "")
+            + (" $batch" if url.path.endswith("$batch") else "")
+        )
+        with _counts_lock:
+            REQUEST_COUNTS[kind] += 1
+
+    return count
+
+
 @lru_cache(maxsize=8)
 def _clients(connection: StorageConnection) -> tuple[BlobServiceClient, TableServiceClient]:
+    blob_policy = {"raw_request_hook": _counter("blob")}
+    table_policy = {"raw_request_hook": _counter("table")}
     if connection.connection_string is not None:
         return (
-            BlobServiceClient.from_connection_string(connection.connection_string),
-            TableServiceClient.from_connection_string(connection.connection_string),
+            BlobServiceClient.from_connection_string(connection.connection_string, **blob_policy),
+            TableServiceClient.from_connection_string(connection.connection_string, **table_policy),
         )
     # Identity-based settings, read the way the Functions host reads BOBO_STORAGE__*.
     from azure.identity import ManagedIdentityCredential
@@ -54,8 +83,8 @@ def _clients(connection: StorageConnection) -> tuple[BlobServiceClient, TableSer
     credential = ManagedIdentityCredential(client_id=connection.client_id)
     assert connection.blob_service_uri and connection.table_service_uri  # validated by Settings
     return (
-        BlobServiceClient(connection.blob_service_uri, credential=credential),
-        TableServiceClient(connection.table_service_uri, credential=credential),
+        BlobServiceClient(connection.blob_service_uri, credential=credential, **blob_policy),
+        TableServiceClient(connection.table_service_uri, credential=credential, **table_policy),
     )
 
 

@@ -1,0 +1,1 @@
+"""Development and test tools (AtHoc simulator); never deployed."""
