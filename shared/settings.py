@@ -69,7 +69,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("BOBO_INCOMING_CONTAINER", "bobo-incoming", "files waiting (the exporter writes here)"),
     SettingSpec("BOBO_PROCESSED_CONTAINER", "bobo-processed", "files AtHoc confirmed"),
     SettingSpec("BOBO_FAILED_CONTAINER", "bobo-failed", "files that cannot succeed"),
-    SettingSpec("BOBO_REJECTS_CONTAINER", "bobo-rejects", "<file>.rejects.csv for rejected rows"),
+    SettingSpec("BOBO_REJECTS_CONTAINER", "bobo-rejects", "NAME.rejects.csv for each file with rejected rows"),
     SettingSpec("BOBO_TABLE_PREFIX", "bobo", "prefix of every table name"),
     SettingSpec("BOBO_TIMEZONE", "UTC", "IANA zone of BOBO clock times and of the AtHoc org"),
     SettingSpec("BOBO_AUTO_CLEANUP_HOURS", "24", "duty values older than this are cleared"),

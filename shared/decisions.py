@@ -1,0 +1,208 @@
+"""Which event counts for each employee, whether it is stale, and what value AtHoc gets (contract section 2).
+
+Pure functions over `shared.bobo_csv.DutyEvent`; no I/O.
+
+Ordering within a batch (`EventKey`): event time, then DateTime_Created, then file order (blob
+last-modified time, then name), then row number. An event without DateTime_Created (the simple form)
+sorts as if it had been created at its event time.
+
+Staleness across batches (`is_stale`): only (event time, DateTime_Created) are compared with the
+employee's watermark, because file order means nothing across batches: a re-delivered file gets a new
+last-modified time, and a file delivered twice must send nothing twice. An event is stale when that pair
+is not greater than the watermark's (equal is stale). A missing DateTime_Created counts as the event time
+on both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shared.bobo_csv import Action, DutyEvent
+
+
+@dataclass(frozen=True, order=True)
+class EventKey:
+    """Sort key of an event within a batch; the greatest key is the employee's latest event."""
+
+    event_time: datetime
+    created: datetime
+    file_modified: datetime
+    file_name: str
+    row_number: int
+
+
+@dataclass(frozen=True)
+class SourcedEvent:
+    """An event together with the file that supplied it. `file_modified` must be time-zone aware."""
+
+    event: DutyEvent
+    file_name: str
+    file_modified: datetime
+
+    def __post_init__(self) -> None:
+        # Naive and aware datetimes do not compare; fail where the mistake is made, not in a sort.
+        if self.file_modified.tzinfo is None or self.file_modified.utcoffset() is None:
+            raise ValueError("file_modified must be time-zone aware (the blob's last-modified time)")
+
+    @property
+    def key(self) -> EventKey:
+        event = self.event
+        return EventKey(
+            event.event_time,
+            _created_or_event_time(event),
+            self.file_modified,
+            self.file_name,
+            event.row_number,
+        )
+
+
+def latest_per_employee(events: Iterable[SourcedEvent]) -> dict[str, SourcedEvent]:
+    """Employee id -> the event with the greatest `EventKey`, in one pass (memory: one entry per employee).
+
+    The result does not depend on the order of `events`; of two events with equal keys (the same row
+    seen twice) the first is kept.
+    """
+    best: dict[str, tuple[EventKey, SourcedEvent]] = {}
+    for sourced in events:
+        key = sourced.key
+        current = best.get(sourced.event.employee_id)
+        if current is None or key > current[0]:
+            best[sourced.event.employee_id] = (key, sourced)
+    return {employee_id: sourced for employee_id, (_, sourced) in best.items()}
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The last event applied to AtHoc for an employee (persisted between batches).
+
+    Times are naive local wall-clock times, like `DutyEvent.event_time`.
+    """
+
+    event_time: datetime
+    created: datetime | None
+    action: Action
+
+    def __post_init__(self) -> None:
+        for value in (self.event_time, self.created):
+            if value is not None and value.tzinfo is not None:
+                raise ValueError("watermark times are naive local times, as BOBO records them")
+
+    @classmethod
+    def from_event(cls, event: DutyEvent) -> Watermark:
+        return cls(event.event_time, event.created, event.action)
+
+    def to_text(self) -> str:
+        """`<event time ISO>|<created ISO or empty>|<BON/BOF>`; `from_text` returns an equal Watermark, and
+        texts of the same action sort like their times (ISO 8601 with a fixed-width year)."""
+        created = self.created.isoformat() if self.created is not None else ""
+        return f"{self.event_time.isoformat()}|{created}|{self.action.value}"
+
+    @classmethod
+    def from_text(cls, text: str) -> Watermark:
+        """Parse `to_text` output; raises ValueError on anything else."""
+        parts = text.split("|")
+        if len(parts) != 3:
+            raise ValueError(f"not a watermark: {text!r}")
+        event_time_text, created_text, action_text = parts
+        return cls(
+            datetime.fromisoformat(event_time_text),
+            datetime.fromisoformat(created_text) if created_text else None,
+            Action(action_text),
+        )
+
+    @property
+    def order(self) -> tuple[datetime, datetime]:
+        """What `is_stale` compares: (event time, DateTime_Created or event time)."""
+        return (self.event_time, self.created if self.created is not None else self.event_time)
+
+
+def is_stale(event: DutyEvent, watermark: Watermark | None) -> bool:
+    """True when `event` is not newer than the watermark: (event time, created) <= the watermark's."""
+    if watermark is None:
+        return False
+    return (event.event_time, _created_or_event_time(event)) <= watermark.order
+
+
+def duty_value(event: DutyEvent, datetime_format: str) -> str:
+    """The duty attribute value for an event: BON -> the event time as BOBO recorded it, formatted with
+    `datetime_format` and no zone conversion; BOF -> "" (the field is cleared)."""
+    if event.action is Action.BOOK_ON:
+        return event.event_time.strftime(datetime_format)
+    return ""
+
+
+@dataclass(frozen=True)
+class PlannedUpdate:
+    employee_id: str
+    login: str
+    value: str
+    source: SourcedEvent
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a batch sends. Every winner lands in exactly one list.
+
+    - `updates`: one per mapped, non-stale employee, sorted by login;
+    - `stale`: winners not newer than the employee's watermark (checked before the mapping: a stale
+      event has nothing to send whoever it maps to), sorted by employee id;
+    - `unmapped`: winners whose employee has no mapping, sorted by employee id;
+    - `superseded`: winners of employees mapped to a login another employee of the batch also maps to
+      (only possible if the mapping breaks its one-login-per-id rule); the later event by `EventKey`
+      wins the login, so AtHoc never gets two rows for one user. Sorted by employee id.
+    """
+
+    updates: list[PlannedUpdate]
+    stale: list[SourcedEvent]
+    unmapped: list[SourcedEvent]
+    superseded: list[SourcedEvent] = field(default_factory=list)
+
+
+def plan_updates(
+    winners: Mapping[str, SourcedEvent],
+    mappings: Mapping[str, str],
+    watermarks: Mapping[str, Watermark],
+    datetime_format: str,
+) -> Plan:
+    """Split the batch's winners (from `latest_per_employee`) into updates, stale and unmapped events.
+
+    `mappings` and `watermarks` are keyed by normalised employee id; `mappings` gives the AtHoc login.
+    """
+    stale: list[SourcedEvent] = []
+    unmapped: list[SourcedEvent] = []
+    superseded: list[SourcedEvent] = []
+    by_login: dict[str, PlannedUpdate] = {}
+    for employee_id, sourced in winners.items():
+        if is_stale(sourced.event, watermarks.get(employee_id)):
+            stale.append(sourced)
+            continue
+        login = mappings.get(employee_id)
+        if not login:
+            unmapped.append(sourced)
+            continue
+        update = PlannedUpdate(employee_id, login, duty_value(sourced.event, datetime_format), sourced)
+        # Compared case-insensitively: logins differing only in case may well be one AtHoc user.
+        other = by_login.get(login.casefold())
+        if other is None:
+            by_login[login.casefold()] = update
+        elif update.source.key > other.source.key:
+            by_login[login.casefold()] = update
+            superseded.append(other.source)
+        else:
+            superseded.append(sourced)
+
+    def by_employee(sourced: SourcedEvent) -> str:
+        return sourced.event.employee_id
+
+    return Plan(
+        updates=sorted(by_login.values(), key=lambda update: (update.login, update.employee_id)),
+        stale=sorted(stale, key=by_employee),
+        unmapped=sorted(unmapped, key=by_employee),
+        superseded=sorted(superseded, key=by_employee),
+    )
+
+
+def _created_or_event_time(event: DutyEvent) -> datetime:
+    return event.created if event.created is not None else event.event_time
