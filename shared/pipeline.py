@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,10 @@ CONFIRMED = frozenset({RowStatus.UPDATED, RowStatus.NOT_FOUND, RowStatus.DENIED}
 # Rejected rows kept per file for its rejects file; beyond this only the count is kept (bounded memory).
 REJECTS_KEPT_PER_FILE = 10_000
 LOCK_POLL_SECONDS = 0.5
+# Files up to this size are downloaded once and moved from memory (one GET per file instead of two),
+# within a per-batch budget so a batch of many large files still streams.
+SMALL_FILE_BYTES = 1024 * 1024
+BATCH_MEMORY_BUDGET = 64 * 1024 * 1024
 
 
 @dataclass
@@ -52,6 +57,7 @@ class FileWork:
     outcome: FileState | None = None  # None while undecided; WAITING = kept for retry
     reason: str = ""
     skipped: bool = False  # changed while being read: not attempted in this batch
+    content: bytes | None = None  # the bytes of a small file, kept for its move
 
     @property
     def name(self) -> str:
@@ -260,8 +266,11 @@ def _process_batch(runtime: Runtime, blobs: list[IncomingBlob], run_id: str, *, 
         csv_works = []
 
     winners: dict[str, SourcedEvent] = {}
+    memory_left = BATCH_MEMORY_BUDGET
     for work in csv_works:
-        _read_file(runtime, work)
+        keep = work.blob.size <= SMALL_FILE_BYTES and work.blob.size <= memory_left
+        memory_left -= work.blob.size if keep else 0
+        _read_file(runtime, work, keep_content=keep)
         if work.outcome is None and not work.skipped:
             for employee_id, sourced in work.winners.items():
                 current = winners.get(employee_id)
@@ -312,10 +321,14 @@ def _ensure_mappings(runtime: Runtime) -> str | None:
     return f"mapping sync has never succeeded ({result.error or result.status}); files wait"
 
 
-def _read_file(runtime: Runtime, work: FileWork) -> None:
+def _read_file(runtime: Runtime, work: FileWork, *, keep_content: bool) -> None:
     settings = runtime.settings
     try:
-        chunks = runtime.storage.read_chunks(settings.incoming_container, work.name, etag=work.blob.etag)
+        if keep_content:
+            work.content = runtime.storage.read_bytes(settings.incoming_container, work.name, etag=work.blob.etag)
+            chunks: Iterable[bytes] = (work.content,)
+        else:
+            chunks = runtime.storage.read_chunks(settings.incoming_container, work.name, etag=work.blob.etag)
         for item in read_bobo_csv(chunks):
             work.rows_read += 1
             if isinstance(item, Rejection):
@@ -447,7 +460,7 @@ def _finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report
             }
             if work.outcome is FileState.FAILED:
                 metadata["error"] = work.reason
-            moved = storage.move(work.blob, destination, metadata, now=now)
+            moved = storage.move(work.blob, destination, metadata, now=now, content=work.content)
         except AzureError as error:
             # The file stays in incoming, whole; the next run finishes the move.
             report.files_retry += 1

@@ -167,6 +167,11 @@ class Storage:
         downloader = self.container(container).get_blob_client(name).download_blob(**kwargs)
         yield from downloader.chunks()
 
+    def read_bytes(self, container: str, name: str, etag: str | None = None) -> bytes:
+        """A small blob in one request; with `etag`, ResourceModifiedError if it changed since listing."""
+        kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        return self.container(container).get_blob_client(name).download_blob(**kwargs).readall()
+
     def write_blob(self, container: str, name: str, data: bytes, *, overwrite: bool = True) -> None:
         self.container(container).upload_blob(name, data, overwrite=overwrite)
 
@@ -174,9 +179,10 @@ class Storage:
         self,
         blob: IncomingBlob,
         destination: str,
-        metadata: dict[str, str],
+        metadata: dict[str, object],
         *,
         now: datetime | None = None,
+        content: bytes | None = None,
     ) -> MoveResult:
         """Copy `blob` from incoming to `destination`, check the copy, then delete the source.
 
@@ -184,6 +190,7 @@ class Storage:
         copy of this very source (same source ETag in its metadata: a move interrupted after the copy), in
         which case only the delete is left to do. The source is deleted only if its ETag is still the one
         processed; if the exporter replaced it meanwhile, the new version stays in incoming.
+        `content`, when the caller already holds the blob's bytes (small files), saves a second download.
         """
         source = self.incoming.get_blob_client(blob.name)
         target_container = self.container(destination)
@@ -193,7 +200,7 @@ class Storage:
         for candidate in _destination_names(blob.name, now or datetime.now(UTC)):
             target = target_container.get_blob_client(candidate)
             try:
-                self._copy(source, target, blob, meta)
+                self._copy(source, target, blob, meta, content)
                 break
             except ResourceExistsError:
                 existing = _properties_or_none(target)
@@ -206,17 +213,33 @@ class Storage:
         deleted = self.delete_incoming_if_unchanged(blob)
         return MoveResult(destination, candidate, deleted, already)
 
-    def _copy(self, source: BlobClient, target: BlobClient, blob: IncomingBlob, metadata: dict[str, str]) -> None:
-        downloader = source.download_blob(etag=blob.etag, match_condition=MatchConditions.IfNotModified)
+    def _copy(
+        self,
+        source: BlobClient,
+        target: BlobClient,
+        blob: IncomingBlob,
+        metadata: dict[str, str],
+        content: bytes | None,
+    ) -> None:
         digest = hashlib.md5(usedforsecurity=False)
+        if content is not None:
+            digest.update(content)
+            data: bytes | Iterator[bytes] = content
+        else:
+            downloader = source.download_blob(etag=blob.etag, match_condition=MatchConditions.IfNotModified)
 
-        def stream() -> Iterator[bytes]:
-            for chunk in downloader.chunks():
-                digest.update(chunk)
-                yield chunk
+            def stream() -> Iterator[bytes]:
+                for chunk in downloader.chunks():
+                    digest.update(chunk)
+                    yield chunk
 
-        # overwrite=False sends If-None-Match: *, so a concurrent writer of the same name can never be clobbered.
-        target.upload_blob(stream(), length=blob.size, overwrite=False, metadata=metadata)
+            data = stream()
+        # overwrite=False sends If-None-Match: *, so a concurrent writer of the same name is never clobbered.
+        response = target.upload_blob(data, length=blob.size, overwrite=False, metadata=metadata)
+        # A single Put Blob answers the MD5 of what the service stored: proof of a complete copy at no cost.
+        stored_md5 = response.get("content_md5")
+        if stored_md5 is not None and bytes(stored_md5) == digest.digest():
+            return
         copied = target.get_blob_properties()
         if copied.size != blob.size:
             target.delete_blob()

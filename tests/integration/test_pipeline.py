@@ -370,3 +370,15 @@ def test_ingest_of_a_blob_already_moved_is_a_no_op(make_runtime, athoc_sim) -> N
     assert ingest_blob(runtime, "a.csv") is not None
     assert ingest_blob(runtime, "a.csv") is None
     assert athoc_sim.count("sync") == 1
+
+
+def test_awkward_blob_names_are_safe_as_keys(make_runtime, athoc_sim) -> None:
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["1", "2"])
+    awkward = ["dir/sub #1?.csv", "ünïcødé £.csv"]
+    upload(runtime, awkward[0], csv_of(bon("1", "20251022100000")))
+    upload(runtime, awkward[1], csv_of(bon("2", "20251022100000")))
+    report = drain(runtime)
+    assert report.files_processed == 2
+    assert where(runtime)["processed"] == sorted(awkward)
+    assert {runtime.state.get_file(n).state for n in awkward} == {FileState.PROCESSED}
