@@ -52,3 +52,21 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RunContextFilter) for f in logger.filters):
             logger.addFilter(RunContextFilter())
+
+
+def log_run_summary(
+    logger: logging.Logger, job_kind: str, outcome: str, text: str, level: int = logging.INFO, **fields: object
+) -> None:
+    """One summary line per run, queryable in App Insights whether or not custom dimensions arrive.
+
+    The fields go both into `extra` (custom dimensions where the worker forwards them) and, as
+    `key=value` pairs, into the message itself, which every Functions logging path keeps.
+    """
+    fields = {"job_kind": job_kind, "outcome": outcome, "run_id": _run_id.get(), **fields}
+    pairs = " ".join(f"{key}={_plain(value)}" for key, value in fields.items())
+    logger.log(level, "%s | %s", text, pairs, extra=fields)
+
+
+def _plain(value: object) -> str:
+    text = str(value)
+    return text if text and " " not in text and "=" not in text else '"' + text.replace('"', "'") + '"'

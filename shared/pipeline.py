@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNot
 from shared.athoc_client import RowStatus
 from shared.bobo_csv import DutyEvent, Rejection, UnreadableFile, read_bobo_csv, rejects_csv
 from shared.decisions import SourcedEvent, Watermark, plan_updates
-from shared.logcontext import run_context
+from shared.logcontext import log_run_summary, run_context
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
 from shared.storage import IncomingBlob
@@ -524,29 +524,20 @@ def _log_summary(total: ProcessReport, started: datetime, trigger: str) -> None:
         return
     outcome = "failed" if total.errors else "success"
     duration = (utcnow() - started).total_seconds()
-    log.info(
-        "process %s: %d files (%d processed, %d failed, %d retry), %d rows (%d rejected), %d updates sent, "
-        "%d users updated, %d not found, %d denied, %d unmapped, %.1f s",
+    text = (
+        f"process {outcome}: {total.files_seen} files ({total.files_processed} processed, {total.files_failed} "
+        f"failed, {total.files_retry} retry), {total.rows_read} rows, {total.updates_sent} updates sent"
+    )
+    log_run_summary(
+        log,
+        JobKind.PROCESS,
         outcome,
-        total.files_seen,
-        total.files_processed,
-        total.files_failed,
-        total.files_retry,
-        total.rows_read,
-        total.rows_rejected,
-        total.updates_sent,
-        total.users_updated,
-        total.users_not_found,
-        total.users_denied,
-        total.unmapped_employees,
-        duration,
-        extra={
-            "outcome": outcome,
-            "trigger": trigger,
-            "duration_seconds": round(duration, 3),
-            "dry_run": total.dry_run,
-            **total.counts(),
-        },
+        text,
+        level=logging.ERROR if total.errors else logging.INFO,
+        trigger=trigger,
+        duration_seconds=round(duration, 3),
+        dry_run=total.dry_run,
+        **total.counts(),
     )
 
 

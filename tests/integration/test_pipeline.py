@@ -382,3 +382,18 @@ def test_awkward_blob_names_are_safe_as_keys(make_runtime, athoc_sim) -> None:
     assert report.files_processed == 2
     assert where(runtime)["processed"] == sorted(awkward)
     assert {runtime.state.get_file(n).state for n in awkward} == {FileState.PROCESSED}
+
+
+def test_one_summary_line_per_run_with_queryable_fields(make_runtime, athoc_sim, caplog) -> None:
+    import logging
+
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000")))
+    with caplog.at_level(logging.INFO, logger="shared"):
+        report = drain(runtime)
+    summaries = [r for r in caplog.records if r.name == "shared.pipeline" and "job_kind=process" in r.getMessage()]
+    assert len(summaries) == 1
+    line = summaries[0]
+    assert f"run_id={report.run_id}" in line.getMessage() and "files_processed=1" in line.getMessage()
+    assert line.levelno == logging.INFO and line.files_processed == 1 and line.outcome == "success"
