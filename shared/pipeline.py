@@ -366,7 +366,9 @@ def _send(runtime: Runtime, updates: list, works: list[FileWork], report: Proces
     by_login = {u.login: u for u in updates}
     by_file = {w.name: w for w in works}
     try:
-        result = runtime.athoc.sync_duty_values([(u.login, u.value) for u in updates])
+        # The whole send must end inside the function's time: the drain budget plus a margin (functionTimeout 10 min).
+        deadline = time.monotonic() + runtime.settings.drain_budget_seconds
+        result = runtime.athoc.sync_duty_values([(u.login, u.value) for u in updates], deadline=deadline)
         rows = result.rows
         report.athoc_requests += result.requests
     except Exception as error:  # the trigger must never raise for AtHoc: treat it as a failed call
