@@ -291,7 +291,8 @@ class StateStore:
     def purge_files(self, before: datetime) -> int:
         old = [
             e
-            for e in self._query_partition("files", FILES_PARTITION, "state ne 'waiting'")
+            # Only processed records: failed files stay until an operator acts, and so do their records.
+            for e in self._query_partition("files", FILES_PARTITION, "state eq 'processed'")
             if (_as_utc(e.get("updated_at")) or utcnow()) < before
         ]
         self._transact("files", [("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}) for e in old])

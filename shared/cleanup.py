@@ -1,0 +1,510 @@
+"""Stale duty cleanup and retention: what the `clear_stale_duty` timer and the `cleanup` command do.
+
+1. Users whose duty field is present are read from AtHoc (Criteria `<field> pr`; a server that answers
+   400 to it is asked for every user and filtered here). Each value is parsed with
+   `ATHOC_DATETIME_FORMAT` as local time in `BOBO_TIMEZONE`, here, never by the server; values older
+   than `BOBO_AUTO_CLEANUP_HOURS` are cleared (""), whoever set them. Unparsable values are reported,
+   never cleared, never counted as stale.
+2. Retention: run-log entries and file records older than `BOBO_LOG_RETENTION_DAYS`, processed blobs
+   older than `BOBO_PROCESSED_RETENTION_DAYS` (0 = keep). Failed blobs are never deleted here.
+
+`--dry-run` reads and reports, and changes nothing (neither AtHoc nor storage, nor the run log).
+
+Decisions where the issue is silent (see the README):
+- A local time that occurs twice (autumn) or never (spring gap) is read as the *latest* UTC instant it
+  can mean, so a value is never cleared before it is really `BOBO_AUTO_CLEANUP_HOURS` old.
+- "Older than" is strict: a value exactly that old stays. A value in the future stays.
+- While clearing, the cleanup holds the pipeline's batch lock (read, decide, clear): otherwise a user
+  who books on between our read and our clear would have the fresh value wiped. A dry run takes no lock.
+  A trigger that found the lock taken trusts its holder to drain incoming, so after releasing it the
+  cleanup drains any waiting files itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+from shared.athoc_client import LOGIN_FIELD, AtHocError, RowStatus
+from shared.logcontext import run_context
+from shared.mapping_sync import field_value
+from shared.runtime import Runtime
+from shared.state import JobKind, Outcome, RunRecord, utcnow
+from shared.storage import LOCK_PREFIX
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_STORAGE = 3  # the CLI's code for "storage unreachable"
+# The pipeline holds the batch lock for one drain (seconds, rarely minutes): wait this long for it.
+LOCK_WAIT_SECONDS = 60.0
+LOCK_POLL_SECONDS = 0.5
+# Values listed in the JSON and the run log; the counts are always complete.
+LISTED = 1000
+
+
+# ---------------------------------------------------------------- staleness (pure)
+
+
+@dataclass(frozen=True)
+class DutyValue:
+    login: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Classified:
+    """The duty values read from AtHoc, sorted into what the cleanup does with them."""
+
+    checked: int
+    stale: tuple[DutyValue, ...]
+    unparsable: tuple[DutyValue, ...]
+
+
+def parse_duty_value(value: str, datetime_format: str, zone: ZoneInfo) -> datetime | None:
+    """The UTC instant a duty value stands for, or None when it does not parse.
+
+    A naive value is local time in `zone`. One that is ambiguous (an autumn hour that occurs twice) or
+    nonexistent (a spring gap) is read as the latest instant it can mean: never cleared early.
+    """
+    try:
+        parsed = datetime.strptime(value.strip(), datetime_format)
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:  # a format with %z says its own offset
+        return parsed.astimezone(UTC)
+    local = parsed.replace(tzinfo=zone)
+    return max(local.replace(fold=0).astimezone(UTC), local.replace(fold=1).astimezone(UTC))
+
+
+def is_stale(instant: datetime, now_utc: datetime, max_age_hours: float) -> bool:
+    """Strictly older than the limit; a value from the future is not stale."""
+    return now_utc - instant > timedelta(hours=max_age_hours)
+
+
+def duty_values(users: Iterable[Mapping[str, Any]], duty_field: str) -> list[DutyValue]:
+    """Users that hold a duty value (None, "" and blanks mean off duty: nothing to clean)."""
+    found = []
+    for user in users:
+        login = str(field_value(user, LOGIN_FIELD) or "").strip()
+        raw = field_value(user, duty_field)
+        value = "" if raw is None else str(raw)
+        if login and value.strip():
+            found.append(DutyValue(login, value))
+    return found
+
+
+def classify_values(
+    values: Sequence[DutyValue], *, datetime_format: str, zone: ZoneInfo, now_utc: datetime, max_age_hours: float
+) -> Classified:
+    stale: list[DutyValue] = []
+    unparsable: list[DutyValue] = []
+    for item in values:
+        instant = parse_duty_value(item.value, datetime_format, zone)
+        if instant is None:
+            unparsable.append(item)
+        elif is_stale(instant, now_utc, max_age_hours):
+            stale.append(item)
+    return Classified(len(values), tuple(stale), tuple(unparsable))
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    ran: bool = False
+    runs_purged: int = 0
+    files_purged: int = 0
+    processed_blobs_deleted: int = 0
+    rejects_deleted: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ran": self.ran,
+            "runs_purged": self.runs_purged,
+            "files_purged": self.files_purged,
+            "processed_blobs_deleted": self.processed_blobs_deleted,
+            "rejects_deleted": self.rejects_deleted,
+        }
+
+
+@dataclass(frozen=True)
+class ClearReport:
+    """What happened to the stale values sent to AtHoc."""
+
+    cleared: int = 0
+    users_not_found: int = 0
+    users_denied: int = 0
+    errors: tuple[str, ...] = ()
+
+
+COUNT_KEYS = ("users_checked", "stale_found", "cleared", "unparsable", "users_not_found", "users_denied")
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    """The `cleanup` command's answer (contract section 6) and the job's record."""
+
+    dry_run: bool
+    users_checked: int = 0
+    stale_found: int = 0
+    cleared: int = 0
+    unparsable: int = 0
+    users_not_found: int = 0
+    users_denied: int = 0
+    stale: tuple[DutyValue, ...] = ()
+    unparsable_values: tuple[DutyValue, ...] = ()
+    search: str = ""  # "criteria" (server-side `pr`) or "all users" (the server refused `pr`)
+    retention: RetentionReport = field(default_factory=RetentionReport)
+    errors: tuple[str, ...] = ()
+    run_id: str = ""
+    trigger: str = ""
+    exit_code: int = EXIT_OK
+
+    @property
+    def status(self) -> str:
+        return Outcome.FAILED if self.errors else Outcome.SUCCESS
+
+    @property
+    def error(self) -> str:
+        return "; ".join(self.errors)
+
+    @property
+    def failure(self) -> str:
+        return f"cleanup failed: {self.error}" if self.exit_code != EXIT_OK else ""
+
+    def counts(self) -> dict[str, int]:
+        return {key: int(getattr(self, key)) for key in COUNT_KEYS}
+
+    def to_json(self) -> dict[str, Any]:
+        listed = {"stale": [_pair(v) for v in self.stale[:LISTED]]} if self.dry_run else {}
+        return {
+            "dry_run": self.dry_run,
+            **self.counts(),
+            **listed,
+            "unparsable_values": [_pair(v) for v in self.unparsable_values[:LISTED]],
+            "retention": self.retention.to_json(),
+            "search": self.search,
+            "status": str(self.status),
+            "error": self.error,
+            "errors": list(self.errors),
+            "run_id": self.run_id,
+        }
+
+    def text_lines(self) -> list[str]:
+        verb = "would clear" if self.dry_run else "cleared"
+        done = self.stale_found if self.dry_run else self.cleared
+        lines = [
+            f"cleanup {'dry run' if self.dry_run else self.status}: {self.users_checked} duty values checked, "
+            f"{self.stale_found} stale, {verb} {done}, {self.unparsable} unparsable"
+        ]
+        if self.dry_run:
+            lines += [f"  would clear {v.login} = {v.value!r}" for v in self.stale[:LISTED]]
+        lines += [f"  unparsable: {v.login} = {v.value!r} (left alone)" for v in self.unparsable_values[:LISTED]]
+        if self.users_not_found or self.users_denied:
+            lines.append(f"  {self.users_not_found} users no longer exist, {self.users_denied} denied")
+        if self.retention.ran:
+            r = self.retention
+            lines.append(
+                f"retention: {r.runs_purged} run-log entries, {r.files_purged} file records, "
+                f"{r.processed_blobs_deleted} processed files deleted"
+            )
+        lines += [f"error: {e}" for e in self.errors]
+        return lines
+
+
+def _pair(value: DutyValue) -> dict[str, str]:
+    return {"login": value.login, "value": value.value}
+
+
+@dataclass
+class _Run:
+    """What one run gathers on its way; frozen into a CleanupResult at the end."""
+
+    dry_run: bool
+    classified: Classified = field(default_factory=lambda: Classified(0, (), ()))
+    clear: ClearReport = field(default_factory=ClearReport)
+    retention: RetentionReport = field(default_factory=RetentionReport)
+    search: str = ""
+    errors: list[str] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+
+    def fail(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        self.errors.append(message)
+        self.exit_code = max(self.exit_code, exit_code)
+
+
+# ---------------------------------------------------------------- the job
+
+
+def run_cleanup(
+    runtime: Runtime, *, dry_run: bool = False, trigger: str = "cli", now: datetime | None = None
+) -> CleanupResult:
+    """Clear stale duty values, then purge old records. Never raises: failures are recorded and returned.
+
+    `now` is the job's clock (staleness, retention cutoffs, run times); tests pass a fixed instant.
+    """
+    with run_context(JobKind.CLEANUP) as run_id:
+        clock = now.astimezone(UTC) if now is not None else utcnow()
+        started = time.monotonic()
+        run = _Run(dry_run=dry_run)
+        try:
+            runtime.ensure_ready()
+        except AzureError as error:
+            run.fail(f"storage unreachable: {_brief(error)}", EXIT_STORAGE)
+        else:
+            _stale_duty(runtime, run, clock)
+            if not dry_run:
+                # Retention does not depend on AtHoc: an AtHoc outage must not let logs pile up.
+                _retention(runtime, run, clock)
+        result = CleanupResult(
+            dry_run=dry_run,
+            users_checked=run.classified.checked,
+            stale_found=len(run.classified.stale),
+            cleared=run.clear.cleared,
+            unparsable=len(run.classified.unparsable),
+            users_not_found=run.clear.users_not_found,
+            users_denied=run.clear.users_denied,
+            stale=run.classified.stale,
+            unparsable_values=run.classified.unparsable,
+            search=run.search,
+            retention=run.retention,
+            errors=tuple(run.errors),
+            run_id=run_id,
+            trigger=trigger,
+            exit_code=run.exit_code,
+        )
+        if not dry_run and run.exit_code != EXIT_STORAGE:
+            _record(runtime, result, clock, started)
+        _log_summary(result, started)
+        return result
+
+
+def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
+    try:
+        if run.dry_run:
+            _find_and_clear(runtime, run, clock)
+            return
+        lock = runtime.storage.batch_lock()
+        if not _acquire(lock):
+            run.fail(f"the pipeline's batch lock stayed busy for {LOCK_WAIT_SECONDS:.0f} s; the next run clears")
+            return
+        try:
+            _find_and_clear(runtime, run, clock, lock_lost=lock.lost.is_set)
+        finally:
+            lock.release()
+        _hand_over_waiting_files(runtime)
+    except AtHocError as error:
+        run.fail(f"AtHoc unreachable: {error}")
+    except AzureError as error:
+        run.fail(f"storage unreachable: {_brief(error)}", EXIT_STORAGE)
+    except Exception as error:  # the timer must never raise; the traceback goes to the log
+        log.exception("stale duty cleanup failed unexpectedly")
+        run.fail(f"unexpected {error.__class__.__name__}: {_brief(error)}")
+
+
+def _hand_over_waiting_files(runtime: Runtime) -> None:
+    """The pipeline's rule is "whoever holds the batch lock drains incoming": a trigger that fired while
+    the cleanup held the lock went away trusting that, so its file is drained here rather than waiting
+    for the next sweep."""
+    if not runtime.storage.list_incoming(limit=1):
+        return
+    from shared.pipeline import drain
+
+    log.info("files arrived while the cleanup held the batch lock: draining them now")
+    drain(runtime, trigger="clear_stale_duty")
+
+
+def _acquire(lock: Any) -> bool:
+    give_up = time.monotonic() + LOCK_WAIT_SECONDS
+    while not lock.acquire():
+        if time.monotonic() >= give_up:
+            return False
+        time.sleep(LOCK_POLL_SECONDS)
+    return True
+
+
+def _find_and_clear(runtime: Runtime, run: _Run, clock: datetime, lock_lost: Any = None) -> None:
+    settings = runtime.settings
+    users = _users_with_duty(runtime, run)
+    values = duty_values(users, settings.athoc.duty_field)
+    run.classified = classify_values(
+        values,
+        datetime_format=settings.athoc.datetime_format,
+        zone=settings.timezone,
+        now_utc=clock,
+        max_age_hours=settings.auto_cleanup_hours,
+    )
+    for item in run.classified.unparsable[:LISTED]:
+        log.warning("duty value of %s does not parse as %s: %r (left alone)", item.login, _fmt(settings), item.value)
+    if run.dry_run or not run.classified.stale:
+        return
+    if lock_lost is not None and lock_lost():
+        run.fail("the batch lock was lost before clearing; the next run clears")
+        return
+    report = runtime.athoc.sync_duty_values([(item.login, "") for item in run.classified.stale])
+    run.clear = _summarise_clear(report.rows)
+    for message in run.clear.errors:
+        run.fail(message)
+
+
+def _users_with_duty(runtime: Runtime, run: _Run) -> list[dict[str, Any]]:
+    duty_field = runtime.settings.athoc.duty_field
+    try:
+        users = runtime.athoc.search_users([duty_field], criteria=f"{duty_field} pr")
+        run.search = "criteria"
+        return users
+    except AtHocError as error:
+        if error.status != 400:
+            raise
+        log.info("the server refused Criteria '%s pr' (%s): reading every user instead", duty_field, error)
+    run.search = "all users"
+    return runtime.athoc.search_users([duty_field])
+
+
+def _summarise_clear(rows: Sequence[Any]) -> ClearReport:
+    counts = {status: 0 for status in RowStatus}
+    problems: list[str] = []
+    for row in rows:
+        counts[row.status] += 1
+        if row.status in (RowStatus.UPDATED, RowStatus.NOT_FOUND, RowStatus.DENIED):
+            continue
+        # A failed request is one error for all its rows; a row error names its user.
+        message = (
+            f"AtHoc request failed: {row.detail}"
+            if row.status is RowStatus.FAILED
+            else f"AtHoc {row.status.value} for {row.login}: {row.detail}"
+        )
+        if message not in problems:
+            problems.append(message)
+    if len(problems) > 20:
+        problems = [*problems[:20], f"... and {len(problems) - 20} more AtHoc errors"]
+    return ClearReport(
+        cleared=counts[RowStatus.UPDATED],
+        users_not_found=counts[RowStatus.NOT_FOUND],
+        users_denied=counts[RowStatus.DENIED],
+        errors=tuple(problems),
+    )
+
+
+# ---------------------------------------------------------------- retention
+
+
+def _retention(runtime: Runtime, run: _Run, clock: datetime) -> None:
+    settings, state = runtime.settings, runtime.state
+    try:
+        logs_before = clock - timedelta(days=settings.log_retention_days)
+        runs_purged = state.purge_runs(logs_before)
+        files_purged = state.purge_files(logs_before)
+        blobs_deleted = rejects_deleted = 0
+        if settings.processed_retention_days > 0:
+            cutoff = clock - timedelta(days=settings.processed_retention_days)
+            blobs_deleted = delete_processed_before(runtime, cutoff)
+            rejects_deleted = delete_rejects_before(runtime, cutoff)
+        run.retention = RetentionReport(True, runs_purged, files_purged, blobs_deleted, rejects_deleted)
+    except AzureError as error:
+        run.fail(f"retention: storage unreachable: {_brief(error)}", EXIT_STORAGE)
+
+
+def delete_processed_before(runtime: Runtime, before: datetime) -> int:
+    """Delete processed blobs last modified before `before`; the lock blobs (LOCK_PREFIX) are never touched.
+
+    Only the processed container is ever listed here: failed files wait for an operator.
+    """
+    container = runtime.storage.container(runtime.settings.processed_container)
+    deleted = 0
+    for blob in container.list_blobs():
+        if blob.name.startswith(LOCK_PREFIX) or blob.last_modified >= before:
+            continue
+        with contextlib.suppress(ResourceNotFoundError):  # a concurrent cleanup deleted it first
+            container.delete_blob(blob.name)
+            deleted += 1
+    return deleted
+
+
+def delete_rejects_before(runtime: Runtime, before: datetime) -> int:
+    """Delete rejects reports older than `before`, except those of files still in failed (kept for an operator)."""
+    settings = runtime.settings
+    failed = {blob.name for blob in runtime.storage.container(settings.failed_container).list_blobs()}
+    container = runtime.storage.container(settings.rejects_container)
+    deleted = 0
+    for blob in container.list_blobs():
+        source = blob.name.removesuffix(".rejects.csv")
+        if blob.last_modified >= before or source in failed:
+            continue
+        with contextlib.suppress(ResourceNotFoundError):
+            container.delete_blob(blob.name)
+            deleted += 1
+    return deleted
+
+
+# ---------------------------------------------------------------- records and logs
+
+
+def _record(runtime: Runtime, result: CleanupResult, clock: datetime, started: float) -> None:
+    counts: dict[str, Any] = {**result.counts(), **{f"retention_{k}": v for k, v in result.retention.to_json().items()}}
+    run = RunRecord(
+        kind=JobKind.CLEANUP,
+        run_id=result.run_id,
+        started_at=clock,
+        finished_at=clock + timedelta(seconds=time.monotonic() - started),
+        outcome=result.status,
+        error=result.error,
+        trigger=result.trigger,
+        counts=counts,
+    )
+    try:
+        runtime.state.write_run(run)
+        runtime.state.record_job(JobKind.CLEANUP, result.status, error=result.error, counts=result.counts(), at=clock)
+    except AzureError as error:
+        log.error("could not record the cleanup run: %s", _brief(error))
+
+
+def _log_summary(result: CleanupResult, started: float) -> None:
+    duration = time.monotonic() - started
+    extra = {
+        "job_kind": str(JobKind.CLEANUP),
+        "outcome": "dry_run" if result.dry_run else str(result.status),
+        "trigger": result.trigger,
+        "dry_run": result.dry_run,
+        "duration_seconds": round(duration, 3),
+        **result.counts(),
+        **{f"retention_{k}": v for k, v in result.retention.to_json().items()},
+    }
+    if result.errors:
+        log.error("cleanup failed: %s", result.error, extra=extra)
+    log.info(
+        "cleanup %s: %d duty values checked, %d stale, %d cleared, %d unparsable; retention: %d runs, %d file "
+        "records, %d processed files purged, %.1f s",
+        extra["outcome"],
+        result.users_checked,
+        result.stale_found,
+        result.cleared,
+        result.unparsable,
+        result.retention.runs_purged,
+        result.retention.files_purged,
+        result.retention.processed_blobs_deleted,
+        duration,
+        extra=extra,
+    )
+
+
+def _fmt(settings: Any) -> str:
+    return str(settings.athoc.datetime_format)
+
+
+def _brief(error: BaseException) -> str:
+    """An error in one line, without request headers (Azure errors can carry SAS tokens in them)."""
+    code = getattr(error, "error_code", None) or getattr(error, "status_code", None)
+    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+    return f"{code}: {text}"[:300] if code else text[:300]
