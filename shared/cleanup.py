@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from shared.athoc_client import LOGIN_FIELD, AtHocError, RowStatus
-from shared.logcontext import run_context
+from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.mapping_sync import field_value
 from shared.runtime import Runtime
 from shared.state import JobKind, Outcome, RunRecord, utcnow
@@ -261,7 +261,7 @@ def run_cleanup(
         try:
             runtime.ensure_ready()
         except AzureError as error:
-            run.fail(f"storage unreachable: {_brief(error)}", EXIT_STORAGE)
+            run.fail(f"storage unreachable: {brief_error(error)}", EXIT_STORAGE)
         else:
             _stale_duty(runtime, run, clock)
             if not dry_run:
@@ -307,10 +307,10 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
     except AtHocError as error:
         run.fail(f"AtHoc unreachable: {error}")
     except AzureError as error:
-        run.fail(f"storage unreachable: {_brief(error)}", EXIT_STORAGE)
+        run.fail(f"storage unreachable: {brief_error(error)}", EXIT_STORAGE)
     except Exception as error:  # the timer must never raise; the traceback goes to the log
         log.exception("stale duty cleanup failed unexpectedly")
-        run.fail(f"unexpected {error.__class__.__name__}: {_brief(error)}")
+        run.fail(f"unexpected {error.__class__.__name__}: {brief_error(error)}")
 
 
 def _hand_over_waiting_files(runtime: Runtime) -> None:
@@ -413,7 +413,7 @@ def _retention(runtime: Runtime, run: _Run, clock: datetime) -> None:
             rejects_deleted = delete_rejects_before(runtime, cutoff)
         run.retention = RetentionReport(True, runs_purged, files_purged, blobs_deleted, rejects_deleted)
     except AzureError as error:
-        run.fail(f"retention: storage unreachable: {_brief(error)}", EXIT_STORAGE)
+        run.fail(f"retention: storage unreachable: {brief_error(error)}", EXIT_STORAGE)
 
 
 def delete_processed_before(runtime: Runtime, before: datetime) -> int:
@@ -463,48 +463,31 @@ def _record(runtime: Runtime, result: CleanupResult, clock: datetime, started: f
         trigger=result.trigger,
         counts=counts,
     )
-    try:
-        runtime.state.write_run(run)
-        runtime.state.record_job(JobKind.CLEANUP, result.status, error=result.error, counts=result.counts(), at=clock)
-    except AzureError as error:
-        log.error("could not record the cleanup run: %s", _brief(error))
+    runtime.state.finish_run(run, status_counts=result.counts(), at=clock)
 
 
 def _log_summary(result: CleanupResult, started: float) -> None:
-    duration = time.monotonic() - started
-    extra = {
-        "job_kind": str(JobKind.CLEANUP),
-        "outcome": "dry_run" if result.dry_run else str(result.status),
-        "trigger": result.trigger,
-        "dry_run": result.dry_run,
-        "duration_seconds": round(duration, 3),
+    outcome = "dry_run" if result.dry_run else str(result.status)
+    retention = result.retention
+    text = (
+        f"cleanup {outcome}: {result.users_checked} duty values checked, {result.stale_found} stale, "
+        f"{result.cleared} cleared, {result.unparsable} unparsable; retention: {retention.runs_purged} runs, "
+        f"{retention.files_purged} file records, {retention.processed_blobs_deleted} processed files purged"
+        + (f"; error: {result.error}" if result.errors else "")
+    )
+    log_run_summary(
+        log,
+        JobKind.CLEANUP,
+        outcome,
+        text,
+        level=logging.ERROR if result.errors else logging.INFO,
+        trigger=result.trigger,
+        dry_run=result.dry_run,
+        duration_seconds=round(time.monotonic() - started, 3),
         **result.counts(),
-        **{f"retention_{k}": v for k, v in result.retention.to_json().items()},
-    }
-    if result.errors:
-        log.error("cleanup failed: %s", result.error, extra=extra)
-    log.info(
-        "cleanup %s: %d duty values checked, %d stale, %d cleared, %d unparsable; retention: %d runs, %d file "
-        "records, %d processed files purged, %.1f s",
-        extra["outcome"],
-        result.users_checked,
-        result.stale_found,
-        result.cleared,
-        result.unparsable,
-        result.retention.runs_purged,
-        result.retention.files_purged,
-        result.retention.processed_blobs_deleted,
-        duration,
-        extra=extra,
+        **{f"retention_{k}": v for k, v in retention.to_json().items()},
     )
 
 
 def _fmt(settings: Any) -> str:
     return str(settings.athoc.datetime_format)
-
-
-def _brief(error: BaseException) -> str:
-    """An error in one line, without request headers (Azure errors can carry SAS tokens in them)."""
-    code = getattr(error, "error_code", None) or getattr(error, "status_code", None)
-    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
-    return f"{code}: {text}"[:300] if code else text[:300]

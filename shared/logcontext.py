@@ -70,3 +70,10 @@ def log_run_summary(
 def _plain(value: object) -> str:
     text = str(value)
     return text if text and " " not in text and "=" not in text else '"' + text.replace('"', "'") + '"'
+
+
+def brief_error(error: BaseException) -> str:
+    """An error in one line, without request headers (Azure errors can carry SAS tokens in them)."""
+    code = getattr(error, "error_code", None) or getattr(error, "status_code", None)
+    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+    return f"{code}: {text}"[:300] if code else text[:300]

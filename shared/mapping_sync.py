@@ -37,7 +37,7 @@ from azure.data.tables import TableTransactionError
 
 from shared.athoc_client import LOGIN_FIELD, AtHocError
 from shared.bobo_csv import normalise_employee_id
-from shared.logcontext import run_context
+from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.runtime import Runtime
 from shared.state import JobKind, JobStatus, MappingEntry, Outcome, RunRecord, utcnow
 
@@ -322,7 +322,7 @@ def run_mapping_sync(
             result = MappingSyncResult(
                 status=Outcome.FAILED,
                 forced=force,
-                error=f"storage unreachable: {_brief(error)}",
+                error=f"storage unreachable: {brief_error(error)}",
                 run_id=run_id,
                 trigger=trigger,
                 exit_code=EXIT_STORAGE,
@@ -332,7 +332,7 @@ def run_mapping_sync(
             result = MappingSyncResult(
                 status=Outcome.FAILED,
                 forced=force,
-                error=f"unexpected {error.__class__.__name__}: {_brief(error)}",
+                error=f"unexpected {error.__class__.__name__}: {brief_error(error)}",
                 run_id=run_id,
                 trigger=trigger,
                 exit_code=EXIT_FAILED,
@@ -450,7 +450,9 @@ def _apply(
         except (TableTransactionError, ResourceNotFoundError) as error:
             if attempt == APPLY_ATTEMPTS:
                 raise
-            log.info("mapping table changed underneath (%s); applying the remaining difference again", _brief(error))
+            log.info(
+                "mapping table changed underneath (%s); applying the remaining difference again", brief_error(error)
+            )
             current = runtime.state.mapping_entries()
             diff = diff_mappings(current, wanted, conflict_ids)
 
@@ -469,52 +471,29 @@ def _record(runtime: Runtime, result: MappingSyncResult, clock: datetime, starte
         trigger=result.trigger,
         counts=counts,
     )
-    try:
-        runtime.state.write_run(run)
-        runtime.state.record_job(
-            JobKind.SYNC_MAPPINGS,
-            result.status,
-            error=result.error,
-            counts=result.counts(),
-            new_version=changed,
-            at=clock,
-        )
-    except AzureError as error:
-        log.error("could not record the mapping sync run: %s", _brief(error))
+    runtime.state.finish_run(run, status_counts=result.counts(), new_version=changed, at=clock)
 
 
 def _log_summary(result: MappingSyncResult, started: float) -> None:
-    duration = time.monotonic() - started
-    extra = {
-        "job_kind": str(JobKind.SYNC_MAPPINGS),
-        "outcome": str(result.status),
-        "trigger": result.trigger,
-        "forced": result.forced,
-        "duration_seconds": round(duration, 3),
-        **result.counts(),
-    }
     if result.status == Outcome.FAILED:
-        log.error("sync-mappings failed: %s", result.error, extra=extra)
-        return
-    if result.status == Outcome.SKIPPED:
-        log.info("sync-mappings skipped: %s", result.reason, extra=extra)
-        return
-    log.info(
-        "sync-mappings success (%s): %d users, %d mappings, %d added, %d updated, %d removed, %d conflicts, %.1f s",
-        result.reason,
-        result.users_fetched,
-        result.mappings_total,
-        result.added,
-        result.updated,
-        result.removed,
-        result.conflicts,
-        duration,
-        extra=extra,
+        text, level = f"sync-mappings failed: {result.error}", logging.ERROR
+    elif result.status == Outcome.SKIPPED:
+        text, level = f"sync-mappings skipped: {result.reason}", logging.INFO
+    else:
+        text = (
+            f"sync-mappings success ({result.reason}): {result.users_fetched} users, {result.mappings_total} "
+            f"mappings, {result.added} added, {result.updated} updated, {result.removed} removed, "
+            f"{result.conflicts} conflicts"
+        )
+        level = logging.INFO
+    log_run_summary(
+        log,
+        JobKind.SYNC_MAPPINGS,
+        str(result.status),
+        text,
+        level=level,
+        trigger=result.trigger,
+        forced=result.forced,
+        duration_seconds=round(time.monotonic() - started, 3),
+        **result.counts(),
     )
-
-
-def _brief(error: BaseException) -> str:
-    """An error in one line, without request headers (Azure errors can carry SAS tokens in them)."""
-    code = getattr(error, "error_code", None) or getattr(error, "status_code", None)
-    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
-    return f"{code}: {text}"[:300] if code else text[:300]

@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNot
 from shared.athoc_client import RowStatus
 from shared.bobo_csv import DutyEvent, Rejection, UnreadableFile, read_bobo_csv, rejects_csv
 from shared.decisions import SourcedEvent, Watermark, plan_updates
-from shared.logcontext import log_run_summary, run_context
+from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
 from shared.storage import IncomingBlob
@@ -165,7 +165,7 @@ def ingest_blob(runtime: Runtime, name: str, *, trigger: str = "ingest_csv") -> 
             return None
         runtime.state.record_seen(blob.name, blob.etag, blob.size)
     except AzureError as error:
-        log.error("storage unavailable while noting %s: %s; the sweep will pick it up", name, _brief(error))
+        log.error("storage unavailable while noting %s: %s; the sweep will pick it up", name, brief_error(error))
         return None
     return drain(runtime, trigger=trigger, wait_window=True)
 
@@ -196,8 +196,8 @@ def drain(
                 return total
             _drain_with_lock(runtime, total, run_id, wait_window=wait_window, wait_for_lock=wait_for_lock)
         except AzureError as error:
-            total.errors.append(f"storage unavailable: {_brief(error)}")
-            log.error("process run failed: storage unavailable: %s", _brief(error))
+            total.errors.append(f"storage unavailable: {brief_error(error)}")
+            log.error("process run failed: storage unavailable: %s", brief_error(error))
         if not total.lock_busy:
             _record_run(runtime, total, started, trigger)
         _log_summary(total, started, trigger)
@@ -347,7 +347,7 @@ def _read_file(runtime: Runtime, work: FileWork, *, keep_content: bool) -> None:
         work.winners.clear()
         return
     except AzureError as error:
-        _retry(work, f"could not read the file: {_brief(error)}")
+        _retry(work, f"could not read the file: {brief_error(error)}")
         work.winners.clear()
         return
     if work.rows_read > 0 and work.rows_rejected == work.rows_read:
@@ -466,9 +466,9 @@ def _finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report
         except AzureError as error:
             # The file stays in incoming, whole; the next run finishes the move.
             report.files_retry += 1
-            record.last_error = f"move failed: {_brief(error)}"
-            report.errors.append(f"{work.name}: move failed: {_brief(error)}")
-            log.warning("file kept for retry: %s: move failed: %s", work.name, _brief(error))
+            record.last_error = f"move failed: {brief_error(error)}"
+            report.errors.append(f"{work.name}: move failed: {brief_error(error)}")
+            log.warning("file kept for retry: %s: move failed: %s", work.name, brief_error(error))
             continue
         record.state = work.outcome
         record.destination = f"{moved.destination_container}/{moved.destination_name}"
@@ -513,11 +513,7 @@ def _record_run(runtime: Runtime, total: ProcessReport, started: datetime, trigg
         trigger=trigger,
         counts=total.counts(),
     )
-    try:
-        runtime.state.write_run(run)
-        runtime.state.record_job(JobKind.PROCESS, outcome, error=run.error, counts=total.counts())
-    except AzureError as error:
-        log.error("could not write the run log: %s", _brief(error))
+    runtime.state.finish_run(run)
 
 
 def _log_summary(total: ProcessReport, started: datetime, trigger: str) -> None:
@@ -547,10 +543,3 @@ def _outcome_word(work: FileWork) -> str:
     return {FileState.PROCESSED: "processed", FileState.FAILED: "failed", FileState.WAITING: "retried"}.get(
         work.outcome or FileState.PROCESSED, "processed"
     )
-
-
-def _brief(error: BaseException) -> str:
-    """An Azure error in one line, without request headers (they can carry SAS tokens)."""
-    code = getattr(error, "error_code", None) or getattr(error, "status_code", None)
-    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
-    return f"{code}: {text}"[:300] if code else text[:300]

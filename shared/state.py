@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.storage import table_service
@@ -376,6 +376,30 @@ class StateStore:
             self.table("runs").delete_entity(entity["PartitionKey"], entity["RowKey"])
             purged += 1
         return purged
+
+    def finish_run(
+        self,
+        run: RunRecord,
+        *,
+        status_counts: Mapping[str, Any] | None = None,
+        new_version: bool = False,
+        at: datetime | None = None,
+    ) -> bool:
+        """Every job's last step: its run-log entry and its status row. False (logged) if storage refused."""
+        try:
+            self.write_run(run)
+            self.record_job(
+                run.kind,
+                run.outcome,
+                error=run.error,
+                counts=run.counts if status_counts is None else status_counts,
+                new_version=new_version,
+                at=at,
+            )
+            return True
+        except AzureError as error:
+            log.error("could not record the %s run %s: %s", run.kind, run.run_id, str(error).splitlines()[0][:300])
+            return False
 
     # -- job status -------------------------------------------------------------------------------
     def job_status(self, kind: str) -> JobStatus:
