@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 from datetime import datetime, timedelta
@@ -190,7 +191,12 @@ def run(as_json: bool = False) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON summary instead of text")
+    parser.add_argument("--verbose", action="store_true", help="also show the app's log lines (stderr)")
     args = parser.parse_args(argv)
+    # The summary below says what happened; the app's own log lines are for App Insights.
+    logging.basicConfig(level=logging.INFO, format="  log %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("shared").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    logging.getLogger("azure").setLevel(logging.WARNING)
     return run(as_json=args.json)
 
 
