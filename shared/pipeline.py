@@ -126,9 +126,17 @@ class ProcessReport:
             **({"updates": self.updates} if self.dry_run else {}),
         }
 
-    # The command protocol of shared.cli: `process` did its job even when files failed or wait for retry.
-    exit_code = 0
-    failure = ""
+    storage_error: str = ""
+
+    # The command protocol of shared.cli: `process` did its job even when files failed or wait for retry
+    # (AtHoc unreachable included); not when storage could not be reached.
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.storage_error else 0
+
+    @property
+    def failure(self) -> str:
+        return f"storage unreachable: {self.storage_error}" if self.storage_error else ""
 
     def text_lines(self) -> list[str]:
         if self.lock_busy:
@@ -196,8 +204,9 @@ def drain(
                 return total
             _drain_with_lock(runtime, total, run_id, wait_window=wait_window, wait_for_lock=wait_for_lock)
         except AzureError as error:
-            total.errors.append(f"storage unavailable: {brief_error(error)}")
-            log.error("process run failed: storage unavailable: %s", brief_error(error))
+            total.storage_error = brief_error(error)
+            total.errors.append(f"storage unavailable: {total.storage_error}")
+            log.error("process run failed: storage unavailable: %s", total.storage_error)
         if not total.lock_busy:
             _record_run(runtime, total, started, trigger)
         _log_summary(total, started, trigger)

@@ -26,7 +26,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableServiceClient
-from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from shared.settings import Settings, StorageConnection
 
@@ -70,8 +70,18 @@ def _counter(service: str):  # type: ignore[no-untyped-def]
 
 @lru_cache(maxsize=8)
 def _clients(connection: StorageConnection) -> tuple[BlobServiceClient, TableServiceClient]:
-    blob_policy = {"raw_request_hook": _counter("blob")}
-    table_policy = {"raw_request_hook": _counter("table")}
+    # The SDKs' default retries wait minutes before giving up on an unreachable account (15 s, 18 s, 24 s...);
+    # a few quick retries ride out a blip and let a command or a timer tick fail fast with the cause.
+    blob_policy = {
+        "raw_request_hook": _counter("blob"),
+        "retry_policy": ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3),
+    }
+    table_policy = {
+        "raw_request_hook": _counter("table"),
+        "retry_total": 3,
+        "retry_backoff_factor": 0.5,
+        "retry_backoff_max": 8,
+    }
     if connection.connection_string is not None:
         return (
             BlobServiceClient.from_connection_string(connection.connection_string, **blob_policy),
