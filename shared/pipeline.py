@@ -30,7 +30,7 @@ from shared.decisions import SourcedEvent, Watermark, plan_updates
 from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
-from shared.storage import IncomingBlob
+from shared.storage import BatchLock, IncomingBlob
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ class FileWork:
     reason: str = ""
     skipped: bool = False  # changed while being read: not attempted in this batch
     content: bytes | None = None  # the bytes of a small file, kept for its move
+    # Events this file won that AtHoc did not confirm (employee -> watermark text): if the file is given up,
+    # they become watermarks, so an older event arriving later cannot undo what AtHoc may have applied.
+    unconfirmed: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -236,9 +239,14 @@ def _drain_with_lock(
                 if not waiting:
                     break
                 batch = waiting[: settings.batch_max_files]
-                report = _process_batch(runtime, batch, run_id)
+                report = _process_batch(runtime, batch, run_id, lock=lock)
                 total.add(report)
                 attempted.update(b.name for b in batch)
+                if report.files_retry:
+                    # A failed AtHoc call may still have been applied. Its files must compete with newer
+                    # arrivals in the same batch next time; a later batch without them could send an older
+                    # event. So this drain ends here and the sweep (or the next trigger) reads them together.
+                    return
         finally:
             lock.release()
         # A file that landed after our last listing saw the lock taken and returned; look once more.
@@ -247,7 +255,9 @@ def _drain_with_lock(
         lock_wait_until = time.monotonic()  # do not wait: if someone else holds it now, they drain
 
 
-def _process_batch(runtime: Runtime, blobs: list[IncomingBlob], run_id: str, *, dry_run: bool = False) -> ProcessReport:
+def _process_batch(
+    runtime: Runtime, blobs: list[IncomingBlob], run_id: str, *, dry_run: bool = False, lock: BatchLock | None = None
+) -> ProcessReport:
     settings, state = runtime.settings, runtime.state
     batch_id = f"{run_id}-{utcnow().strftime('%H%M%S%f')}"
     report = ProcessReport(dry_run=dry_run, batches=1)
@@ -285,6 +295,14 @@ def _process_batch(runtime: Runtime, blobs: list[IncomingBlob], run_id: str, *, 
                 current = winners.get(employee_id)
                 if current is None or sourced.key > current.key:
                     winners[employee_id] = sourced
+    if any(w.outcome is FileState.WAITING for w in csv_works):
+        # A file we could not read may hold the newest event of someone in this batch: send nothing now,
+        # and leave the readable files untouched (not attempted) for the next batch.
+        _set_aside(csv_works)
+        winners = {}
+    if winners and lock is not None and lock.lost.is_set():
+        _set_aside(csv_works)  # another batcher may hold the lock now: it will take these files
+        winners = {}
     works = [w for w in works if not w.skipped]
     report.files_seen = len(works)
 
@@ -315,6 +333,13 @@ def _process_batch(runtime: Runtime, blobs: list[IncomingBlob], run_id: str, *, 
         return report
     _finish_files(runtime, works, batch_id, report)
     return report
+
+
+def _set_aside(works: list[FileWork]) -> None:
+    for work in works:
+        if work.outcome is None:
+            work.skipped = True
+            work.winners.clear()
 
 
 def _ensure_mappings(runtime: Runtime) -> str | None:
@@ -388,7 +413,9 @@ def _send(runtime: Runtime, updates: list, works: list[FileWork], report: Proces
     updated_logins: set[str] = set()
     if rows is None:
         for update in updates:
-            _retry(by_file[update.source.file_name], failure)
+            work = by_file[update.source.file_name]
+            _retry(work, failure)
+            work.unconfirmed[update.employee_id] = Watermark.from_event(update.source.event).to_text()
         report.errors.append(failure)
         return
     failures: list[str] = []
@@ -412,7 +439,9 @@ def _send(runtime: Runtime, updates: list, works: list[FileWork], report: Proces
             if row.status is RowStatus.FAILED
             else (f"AtHoc {row.status.name.lower()} for {row.login}: {row.detail}")
         )
-        _retry(by_file[update.source.file_name], reason)
+        work = by_file[update.source.file_name]
+        _retry(work, reason)
+        work.unconfirmed[update.employee_id] = Watermark.from_event(update.source.event).to_text()
         if reason not in failures:
             failures.append(reason)
     report.users_updated = len(updated_logins)
@@ -457,6 +486,9 @@ def _finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report
                 continue
             work.outcome = FileState.FAILED
             work.reason = f"retries exhausted after {record.attempts} attempts: {work.reason}"
+            if work.unconfirmed:
+                # Before the move: a crash between the two must not let an older event through later.
+                runtime.state.save_watermarks(work.unconfirmed)
         try:
             if work.rejections or work.rows_rejected:
                 _write_rejects(runtime, work)

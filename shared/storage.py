@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    AzureError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
@@ -300,13 +302,22 @@ class BatchLock:
         return True
 
     def _renew(self) -> None:
+        renewed_at = time.monotonic()
         while not self._stop.wait(LEASE_SECONDS / 4):
             try:
                 self.lease.renew()
+                renewed_at = time.monotonic()
             except HttpResponseError:
-                log.warning("batch lock renewal failed; this batcher stops after its current step")
+                # The service refused: the lease expired and someone else may hold it now.
+                log.warning("batch lock lost (renewal refused); this batcher stops before its next step")
                 self.lost.set()
                 return
+            except AzureError:
+                # Storage unreachable: keep trying while the lease may still be ours, then give it up.
+                if time.monotonic() - renewed_at >= LEASE_SECONDS * 0.75:
+                    log.warning("batch lock lost (storage unreachable); this batcher stops before its next step")
+                    self.lost.set()
+                    return
 
     def release(self) -> None:
         self._stop.set()

@@ -397,3 +397,58 @@ def test_one_summary_line_per_run_with_queryable_fields(make_runtime, athoc_sim,
     line = summaries[0]
     assert f"run_id={report.run_id}" in line.getMessage() and "files_processed=1" in line.getMessage()
     assert line.levelno == logging.INFO and line.files_processed == 1 and line.outcome == "success"
+
+
+def test_an_applied_but_unconfirmed_update_is_never_undone_by_a_later_batch(make_runtime, athoc_sim) -> None:
+    # Found by the chaos run: AtHoc applies the newer value but the answer is lost; the next batch of the
+    # same drain must not send an older event for that employee from another file.
+    runtime = make_runtime(BOBO_BATCH_MAX_FILES="1", ATHOC_MAX_RETRIES="0", ATHOC_CALL_BUDGET_SECONDS="3")
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "a-newer.csv", csv_of(bon("1", "20251022100000")))
+    upload(runtime, "b-older.csv", csv_of(bon("1", "20251022090000")))
+    athoc_sim.drop_next(1, kinds=("sync",), after_apply=True)
+
+    first = drain(runtime)
+    assert first.files_retry == 1 and first.batches == 1  # the drain stops after a batch with retries
+    for _ in range(3):
+        drain(runtime)
+    assert where(runtime)["processed"] == ["a-newer.csv", "b-older.csv"]
+    assert set(athoc_sim.history(login_of("1"))) == {"22/10/2025 10:00:00"}
+
+
+def test_a_given_up_update_still_guards_against_older_events(make_runtime, athoc_sim) -> None:
+    runtime = make_runtime(BOBO_MAX_RETRY_ATTEMPTS="2", ATHOC_MAX_RETRIES="0", ATHOC_CALL_BUDGET_SECONDS="3")
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "a.csv", csv_of(bof("1", "20251022100000")))
+    athoc_sim.drop_next(2, kinds=("sync",), after_apply=True)  # applied twice, never confirmed
+    drain(runtime)
+    drain(runtime)
+    assert where(runtime)["failed"] == ["a.csv"]
+    upload(runtime, "late.csv", csv_of(bon("1", "20251022090000")))
+    report = drain(runtime)
+    assert report.stale_events == 1 and report.updates_sent == 0
+    assert athoc_sim.history(login_of("1")) == ["", ""]
+
+
+def test_a_batch_with_an_unreadable_file_sends_nothing(make_runtime, athoc_sim) -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022090000")))
+    upload(runtime, "b.csv", csv_of(bof("1", "20251022100000")))
+    real_read = runtime.storage.read_bytes
+
+    def flaky_read(container: str, name: str, etag: str | None = None) -> bytes:
+        if name == "b.csv":
+            raise ServiceRequestError("connection reset")
+        return real_read(container, name, etag)
+
+    runtime.storage.read_bytes = flaky_read  # type: ignore[method-assign]
+    report = drain(runtime)
+    assert report.updates_sent == 0 and athoc_sim.count("sync") == 0
+    assert runtime.state.get_file("b.csv").attempts == 1
+    assert runtime.state.get_file("a.csv") is None or runtime.state.get_file("a.csv").attempts == 0
+    runtime.storage.read_bytes = real_read  # type: ignore[method-assign]
+    drain(runtime)
+    assert athoc_sim.history(login_of("1")) == [""]
