@@ -24,14 +24,15 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("status")
 @bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def status(req: func.HttpRequest) -> func.HttpResponse:
-    """The same report as `python -m shared.cli status --json`; HTML for browsers (Accept or ?format=html)."""
-    from shared.report import build_status, render_html
+    """The same report as `python -m shared.cli status --json`; HTML for browsers (Accept or ?format=html).
+
+    Invalid settings or unreachable storage answer 503 naming the cause (never a secret), not a bare 500.
+    """
+    from shared.report import status_http
     from shared.runtime import process_runtime
 
-    report = build_status(process_runtime())
     wants_html = req.params.get("format") == "html" or (
         "text/html" in req.headers.get("accept", "") and req.params.get("format") != "json"
     )
-    if wants_html:
-        return func.HttpResponse(render_html(report), status_code=200, mimetype="text/html", charset="utf-8")
-    return func.HttpResponse(json.dumps(report, default=str), status_code=200, mimetype="application/json")
+    answer = status_http(process_runtime, wants_html)
+    return func.HttpResponse(answer.body, status_code=answer.status_code, mimetype=answer.mimetype, charset="utf-8")

@@ -170,6 +170,7 @@ class CleanupResult:
     run_id: str = ""
     trigger: str = ""
     exit_code: int = EXIT_OK
+    error_kind: str = ""  # AtHocError.kind of a failure ("auth" feeds the authentication alert)
 
     @property
     def status(self) -> str:
@@ -238,10 +239,12 @@ class _Run:
     search: str = ""
     errors: list[str] = field(default_factory=list)
     exit_code: int = EXIT_OK
+    error_kind: str = ""
 
-    def fail(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+    def fail(self, message: str, exit_code: int = EXIT_FAILED, kind: str = "") -> None:
         self.errors.append(message)
         self.exit_code = max(self.exit_code, exit_code)
+        self.error_kind = self.error_kind or kind
 
 
 # ---------------------------------------------------------------- the job
@@ -283,6 +286,7 @@ def run_cleanup(
             run_id=run_id,
             trigger=trigger,
             exit_code=run.exit_code,
+            error_kind=run.error_kind,
         )
         if not dry_run and run.exit_code != EXIT_STORAGE:
             _record(runtime, result, clock, started)
@@ -305,7 +309,7 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
             lock.release()
         _hand_over_waiting_files(runtime)
     except AtHocError as error:
-        run.fail(f"AtHoc unreachable: {error}")
+        run.fail(f"AtHoc unreachable: {error}", kind=error.kind)
     except AzureError as error:
         run.fail(f"storage unreachable: {brief_error(error)}", EXIT_STORAGE)
     except Exception as error:  # the timer must never raise; the traceback goes to the log
@@ -483,6 +487,7 @@ def _log_summary(result: CleanupResult, started: float) -> None:
         level=logging.ERROR if result.errors else logging.INFO,
         trigger=result.trigger,
         dry_run=result.dry_run,
+        **({"error_kind": result.error_kind} if result.error_kind else {}),
         duration_seconds=round(time.monotonic() - started, 3),
         **result.counts(),
         **{f"retention_{k}": v for k, v in retention.to_json().items()},

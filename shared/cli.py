@@ -126,6 +126,9 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], CommandResult]] = {
 
 def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from shared.operations import set_quiet
+
+    set_quiet(True if args.json else None)  # progress lines only on a terminal, never under --json
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from shared import logcontext
 

@@ -249,6 +249,7 @@ class MappingSyncResult:
     run_id: str = ""
     trigger: str = ""
     exit_code: int = EXIT_OK
+    error_kind: str = ""  # AtHocError.kind of a failure ("auth" feeds the authentication alert)
 
     @property
     def failure(self) -> str:
@@ -366,6 +367,7 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
             mappings_total=total,
             error=f"AtHoc unreachable or refused the user search: {error}; the mapping table was left unchanged",
             exit_code=EXIT_FAILED,
+            error_kind=error.kind,
             **base,
         )
     athoc = mappings_from_users(users, settings.athoc.collar_field)
@@ -495,5 +497,6 @@ def _log_summary(result: MappingSyncResult, started: float) -> None:
         trigger=result.trigger,
         forced=result.forced,
         duration_seconds=round(time.monotonic() - started, 3),
+        **({"error_kind": result.error_kind} if result.error_kind else {}),
         **result.counts(),
     )

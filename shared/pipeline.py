@@ -113,6 +113,7 @@ class ProcessReport:
         for name in self.COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors += other.errors
+        self.error_kind = self.error_kind or other.error_kind
         self.files += other.files
         self.updates += other.updates
 
@@ -130,6 +131,9 @@ class ProcessReport:
         }
 
     storage_error: str = ""
+    error_kind: str = ""  # AtHocError.kind of a failed send ("auth" feeds the authentication alert)
+    files_pending: int = -1  # incoming after the drain (-1: not listed)
+    oldest_pending_seconds: int = 0
 
     # The command protocol of shared.cli: `process` did its job even when files failed or wait for retry
     # (AtHoc unreachable included); not when storage could not be reached.
@@ -206,6 +210,8 @@ def drain(
                 _log_summary(total, started, trigger)
                 return total
             _drain_with_lock(runtime, total, run_id, wait_window=wait_window, wait_for_lock=wait_for_lock)
+            if not total.lock_busy:
+                _note_backlog(runtime, total)
         except AzureError as error:
             total.storage_error = brief_error(error)
             total.errors.append(f"storage unavailable: {total.storage_error}")
@@ -335,6 +341,15 @@ def _process_batch(
     return report
 
 
+def _note_backlog(runtime: Runtime, total: ProcessReport) -> None:
+    """What still waits after the drain, for the summary line (the 'file waiting too long' alert reads it)."""
+    waiting = runtime.storage.list_incoming()
+    total.files_pending = len(waiting)
+    if waiting:
+        oldest = min(blob.last_modified for blob in waiting)
+        total.oldest_pending_seconds = max(0, int((utcnow() - oldest).total_seconds()))
+
+
 def _set_aside(works: list[FileWork]) -> None:
     for work in works:
         if work.outcome is None:
@@ -441,6 +456,8 @@ def _send(runtime: Runtime, updates: list, works: list[FileWork], report: Proces
         )
         work = by_file[update.source.file_name]
         _retry(work, reason)
+        if row.status is RowStatus.FAILED and row.kind and report.error_kind != "auth":
+            report.error_kind = row.kind
         work.unconfirmed[update.employee_id] = Watermark.from_event(update.source.event).to_text()
         if reason not in failures:
             failures.append(reason)
@@ -576,6 +593,12 @@ def _log_summary(total: ProcessReport, started: datetime, trigger: str) -> None:
         trigger=trigger,
         duration_seconds=round(duration, 3),
         dry_run=total.dry_run,
+        **(
+            {"files_pending": total.files_pending, "oldest_pending_seconds": total.oldest_pending_seconds}
+            if total.files_pending >= 0
+            else {}
+        ),
+        **({"error_kind": total.error_kind} if total.error_kind else {}),
         **total.counts(),
     )
 

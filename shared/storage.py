@@ -195,21 +195,25 @@ class Storage:
         *,
         now: datetime | None = None,
         content: bytes | None = None,
+        source_container: str | None = None,
+        preferred_name: str | None = None,
     ) -> MoveResult:
-        """Copy `blob` from incoming to `destination`, check the copy, then delete the source.
+        """Copy `blob` from its container (default: incoming) to `destination`, check the copy, delete the source.
 
         Never overwrites: an existing name gets a `-YYYYMMDDTHHMMSSZ` suffix, unless the existing blob is a
         copy of this very source (same source ETag in its metadata: a move interrupted after the copy), in
         which case only the delete is left to do. The source is deleted only if its ETag is still the one
-        processed; if the exporter replaced it meanwhile, the new version stays in incoming.
-        `content`, when the caller already holds the blob's bytes (small files), saves a second download.
+        processed; if the exporter replaced it meanwhile, the new version stays where it is.
+        `content`, when the caller already holds the blob's bytes (small files), saves a second download;
+        `preferred_name` names the copy (default: the source's name).
         """
-        source = self.incoming.get_blob_client(blob.name)
+        source_container = source_container or self.settings.incoming_container
+        source = self.container(source_container).get_blob_client(blob.name)
         target_container = self.container(destination)
         meta = {key: _metadata_value(value) for key, value in metadata.items()}
         meta["source_etag"] = _metadata_value(blob.etag)
         already = False
-        for candidate in _destination_names(blob.name, now or datetime.now(UTC)):
+        for candidate in _destination_names(preferred_name or blob.name, now or datetime.now(UTC)):
             target = target_container.get_blob_client(candidate)
             try:
                 self._copy(source, target, blob, meta, content)
@@ -222,7 +226,7 @@ class Storage:
                     break
         else:
             raise StorageUnavailable(f"no free destination name for {blob.name} in {destination}")
-        deleted = self.delete_incoming_if_unchanged(blob)
+        deleted = self.delete_if_unchanged(blob, source_container)
         return MoveResult(destination, candidate, deleted, already)
 
     def _copy(
@@ -257,12 +261,14 @@ class Storage:
             target.delete_blob()
             raise StorageUnavailable(f"copy of {blob.name} is incomplete ({copied.size} of {blob.size} bytes)")
 
-    def delete_incoming_if_unchanged(self, blob: IncomingBlob) -> bool:
+    def delete_if_unchanged(self, blob: IncomingBlob, container: str | None = None) -> bool:
+        """Delete `blob` (default container: incoming) only if its ETag is still `blob.etag`."""
+        name = container or self.settings.incoming_container
         try:
-            self.incoming.delete_blob(blob.name, etag=blob.etag, match_condition=MatchConditions.IfNotModified)
+            self.container(name).delete_blob(blob.name, etag=blob.etag, match_condition=MatchConditions.IfNotModified)
             return True
         except ResourceModifiedError:
-            log.warning("file %s changed while it was processed; the new version stays in incoming", blob.name)
+            log.warning("file %s changed while it was moved; the new version stays in %s", blob.name, name)
             return False
         except ResourceNotFoundError:
             return True

@@ -287,15 +287,15 @@ def test_interrupted_move_is_finished_without_a_second_copy(make_runtime, athoc_
     runtime = make_runtime()
     seed_users(athoc_sim, runtime, ["1"])
     upload(runtime, "a.csv", csv_of(bon("1", "20251022100000")))
-    real_delete = runtime.storage.delete_incoming_if_unchanged
+    real_delete = runtime.storage.delete_if_unchanged
 
     def crash_before_delete(*args: Any, **kwargs: Any) -> Any:
         raise Crash
 
-    runtime.storage.delete_incoming_if_unchanged = crash_before_delete  # type: ignore[method-assign]
+    runtime.storage.delete_if_unchanged = crash_before_delete  # type: ignore[method-assign]
     with pytest.raises(Crash):
         drain(runtime)
-    runtime.storage.delete_incoming_if_unchanged = real_delete  # type: ignore[method-assign]
+    runtime.storage.delete_if_unchanged = real_delete  # type: ignore[method-assign]
     drain(runtime)
     assert where(runtime) == {"incoming": [], "processed": ["a.csv"], "failed": [], "rejects": []}
 
@@ -452,3 +452,18 @@ def test_a_batch_with_an_unreadable_file_sends_nothing(make_runtime, athoc_sim) 
     runtime.storage.read_bytes = real_read  # type: ignore[method-assign]
     drain(runtime)
     assert athoc_sim.history(login_of("1")) == [""]
+
+
+def test_auth_failure_and_backlog_appear_in_the_summary_fields(make_runtime, athoc_sim, caplog) -> None:
+    import logging
+
+    runtime = make_runtime(ATHOC_PASSWORD="wrong-password", ATHOC_MAX_RETRIES="0")
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000")))
+    with caplog.at_level(logging.INFO, logger="shared"):
+        report = drain(runtime)
+    assert report.files_retry == 1 and report.error_kind == "auth"
+    line = next(r for r in caplog.records if "job_kind=process" in r.getMessage())
+    assert line.levelno == logging.ERROR
+    assert "error_kind=auth" in line.getMessage() and "files_pending=1" in line.getMessage()
+    assert "wrong-password" not in caplog.text
