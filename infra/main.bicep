@@ -1,7 +1,7 @@
 // BOBO Sync for Azure: everything `azd up` creates.
 //
 // Plain resource declarations with explicit API versions (no registry modules), so the templates can be
-// reviewed by reading. What has and has not been verified: docs/deploy.md.
+// reviewed by reading. What has and has not been verified: README.md, Deployment.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -41,7 +41,7 @@ param athocClientId string
 param athocUsername string
 
 @secure()
-@description('Optional. AtHoc API client secret, written to Key Vault when given. Leave empty and set it with az keyvault secret set after deployment (docs/deploy.md) to keep it out of every file.')
+@description('Optional. AtHoc API client secret, written to Key Vault when given. Leave empty and set it with az keyvault secret set after deployment (README.md, Deployment) to keep it out of every file.')
 param athocClientSecret string = ''
 
 @secure()
@@ -81,7 +81,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Key Vault purge protection. Recommended for production; then azd down --purge cannot purge the vault (docs/deploy.md).')
+@description('Key Vault purge protection. Recommended for production; then azd down --purge cannot purge the vault (README.md, Deployment).')
 param keyVaultPurgeProtection bool = false
 
 // BOBO exporter access

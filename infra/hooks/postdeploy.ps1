@@ -15,7 +15,7 @@ function Fail([string] $Message) {
 }
 
 if (-not (Get-Command az -ErrorAction SilentlyContinue)) {
-    Fail 'the Azure CLI (az) is required; see docs/deploy.md, Prerequisites'
+    Fail 'the Azure CLI (az) is required; see README.md, Deployment > Prerequisites'
 }
 
 # azd passes its environment values to hooks; load them when the script is run by hand.
@@ -126,6 +126,6 @@ foreach ($secret in $env:ATHOC_CLIENT_SECRET_KV_NAME, $env:ATHOC_PASSWORD_KV_NAM
         # Not az keyvault secret set --value here: az.cmd passes arguments through cmd.exe, which mangles & ^ % in secrets.
         Write-Host "  Set it in the Azure portal (Key Vault $($env:AZURE_KEY_VAULT_NAME) > Secrets > Generate/Import, name '$secret'),"
         Write-Host "  or with Az PowerShell: Set-AzKeyVaultSecret -VaultName $($env:AZURE_KEY_VAULT_NAME) -Name $secret -SecretValue (Read-Host -AsSecureString)"
-        Write-Host "  (docs/deploy.md, 'AtHoc secrets')."
+        Write-Host "  (README.md, Deployment > AtHoc secrets)."
     }
 }

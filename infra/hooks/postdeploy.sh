@@ -15,7 +15,7 @@ fail() {
     exit 1
 }
 
-command -v az >/dev/null 2>&1 || fail "the Azure CLI (az) is required; see docs/deploy.md, Prerequisites"
+command -v az >/dev/null 2>&1 || fail "the Azure CLI (az) is required; see README.md, Deployment > Prerequisites"
 
 # azd passes its environment values to hooks; load them when the script is run by hand.
 if [ -z "${AZURE_FUNCTION_APP_NAME:-}" ] && command -v azd >/dev/null 2>&1; then
@@ -118,7 +118,7 @@ present=$(az keyvault secret list --vault-name "$AZURE_KEY_VAULT_NAME" --query "
 for secret in "$ATHOC_CLIENT_SECRET_KV_NAME" "$ATHOC_PASSWORD_KV_NAME"; do
     if ! printf '%s\n' "$present" | grep -qx "$secret"; then
         echo "postdeploy: note: Key Vault secret '$secret' is missing (or you cannot list secrets)."
-        echo "  Set it without writing it to a file or your shell history (docs/deploy.md, 'AtHoc secrets'):"
+        echo "  Set it without writing it to a file or your shell history (README.md, Deployment > AtHoc secrets):"
         echo "  read -rs value && az keyvault secret set --vault-name $AZURE_KEY_VAULT_NAME --name $secret --value \"\$value\" --output none; unset value"
     fi
 done
