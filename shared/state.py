@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,12 +37,24 @@ log = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = ("files", "watermarks", "mappings", "runs", "jobstatus")
 TRANSACTION_LIMIT = 100
+DELETE_RACE_ATTEMPTS = 5
 KEY_LIMIT = 900  # Table keys hold up to 1 KiB; leave room for the hash suffix.
 
 FILES_PARTITION = "file"
-WATERMARK_PARTITION = "wm"
-MAPPING_PARTITION = "map"
 STATUS_PARTITION = "job"
+# Mappings and watermarks (one row per employee, tens of thousands) are spread over hashed partitions:
+# a partition is Table Storage's unit of scale (about 2,000 entities/s each), and Azurite's lookups
+# inside one partition are linear, which made a 50,000-user cold mapping sync take minutes there.
+WATERMARK_PARTITION_PREFIX = "wm"
+MAPPING_PARTITION_PREFIX = "map"
+EMPLOYEE_BUCKETS = 64
+# Version 0.1.0 kept each of those tables in one partition of this name; `ensure_tables` moves such rows.
+LEGACY_PARTITION = {"watermarks": "wm", "mappings": "map"}
+
+
+def employee_partition(prefix: str, employee_id: str) -> str:
+    """The partition of an employee's row: a stable hash bucket, so any id lands in the same one."""
+    return f"{prefix}-{zlib.crc32(employee_id.encode('utf-8')) % EMPLOYEE_BUCKETS:02d}"
 
 
 class JobKind(StrEnum):
@@ -223,7 +236,43 @@ class StateStore:
                 created.append(f"{self.prefix}{suffix}")
             except ResourceExistsError:
                 pass
+        self._move_legacy_rows()
         return created
+
+    def _move_legacy_rows(self) -> None:
+        """Rows written by version 0.1.0 into one partition move to their hash buckets (copy, then delete).
+
+        Idempotent and crash-safe: a row is deleted only after its copy is written; a watermark copy never
+        replaces a newer one already in its bucket.
+        """
+        for suffix, partition in LEGACY_PARTITION.items():
+            legacy = list(self._query_partition(suffix, partition))
+            if not legacy:
+                continue
+            log.info("moving %d %s rows of version 0.1.0 into hashed partitions", len(legacy), suffix)
+            if suffix == "watermarks":
+                newer = self.load_watermarks()
+                keep = {
+                    decode_key(e["RowKey"]): str(e["wm"])
+                    for e in legacy
+                    if decode_key(e["RowKey"]) not in newer or newer[decode_key(e["RowKey"])] == str(e["wm"])
+                }
+                self.save_watermarks(keep)
+            else:
+                self._transact(
+                    suffix,
+                    (
+                        (
+                            "upsert",
+                            {
+                                **_plain(e),
+                                "PartitionKey": employee_partition(MAPPING_PARTITION_PREFIX, decode_key(e["RowKey"])),
+                            },
+                        )
+                        for e in legacy
+                    ),
+                )
+            self._transact(suffix, (("delete", {"PartitionKey": partition, "RowKey": e["RowKey"]}) for e in legacy))
 
     # -- generic helpers --------------------------------------------------------------------------
     def _query_partition(self, suffix: str, partition: str, extra_filter: str = "") -> Iterator[dict[str, Any]]:
@@ -233,20 +282,47 @@ class StateStore:
         yield from self.table(suffix).query_entities(query, results_per_page=1000)
 
     def _transact(self, suffix: str, operations: Iterable[tuple[Any, ...]]) -> int:
-        """Submit operations sharing a partition in transactions of 100; returns the number of requests."""
+        """Submit operations in transactions of at most 100 per partition; returns the number of requests.
+
+        Operations are grouped by PartitionKey (a transaction may hold one partition only), keeping their
+        order within each partition.
+        """
         table = self.table(suffix)
-        requests = 0
-        batch: list[tuple[Any, ...]] = []
+        by_partition: dict[str, list[tuple[Any, ...]]] = {}
         for op in operations:
-            batch.append(op)
-            if len(batch) == TRANSACTION_LIMIT:
-                table.submit_transaction(batch)
-                requests += 1
-                batch = []
-        if batch:
-            table.submit_transaction(batch)
-            requests += 1
+            by_partition.setdefault(op[1]["PartitionKey"], []).append(op)
+        requests = 0
+        for partition, partition_ops in by_partition.items():
+            for start in range(0, len(partition_ops), TRANSACTION_LIMIT):
+                requests += self._submit(table, partition, partition_ops[start : start + TRANSACTION_LIMIT])
         return requests
+
+    def _submit(self, table: TableClient, partition: str, operations: list[tuple[Any, ...]]) -> int:
+        """One transaction; a delete of a row already gone (a concurrent run got there first) counts as done.
+
+        One such delete fails the whole transaction with 404, so the partition's keys are read again and the
+        transaction resent without those deletes. Returns the number of requests made.
+        """
+        requests = 0
+        for attempt in range(1, DELETE_RACE_ATTEMPTS + 1):
+            try:
+                requests += 1
+                table.submit_transaction(operations)
+                return requests
+            except HttpResponseError as error:
+                deletes = any(op[0] == "delete" for op in operations)
+                if error.status_code != 404 or not deletes or attempt == DELETE_RACE_ATTEMPTS:
+                    raise
+            present = {e["RowKey"] for e in table.query_entities(f"PartitionKey eq '{partition}'", select=["RowKey"])}
+            operations = [op for op in operations if op[0] != "delete" or op[1]["RowKey"] in present]
+            if not operations:
+                return requests
+        return requests
+
+    def _query_all(self, suffix: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every row of the hashed partitions `prefix-NN` in one paged query (ge/lt on the key range)."""
+        query = f"PartitionKey ge '{prefix}-' and PartitionKey lt '{prefix}.'"
+        yield from self.table(suffix).query_entities(query, results_per_page=1000)
 
     # -- files ------------------------------------------------------------------------------------
     def get_file(self, name: str) -> FileRecord | None:
@@ -301,11 +377,20 @@ class StateStore:
     # -- watermarks -------------------------------------------------------------------------------
     def load_watermarks(self) -> dict[str, str]:
         """employee id -> watermark text (see decisions.Watermark)."""
-        return {decode_key(e["RowKey"]): str(e["wm"]) for e in self._query_partition("watermarks", WATERMARK_PARTITION)}
+        return {
+            decode_key(e["RowKey"]): str(e["wm"]) for e in self._query_all("watermarks", WATERMARK_PARTITION_PREFIX)
+        }
 
     def save_watermarks(self, watermarks: Mapping[str, str]) -> int:
         operations = [
-            ("upsert", {"PartitionKey": WATERMARK_PARTITION, "RowKey": encode_key(emp), "wm": text})
+            (
+                "upsert",
+                {
+                    "PartitionKey": employee_partition(WATERMARK_PARTITION_PREFIX, emp),
+                    "RowKey": encode_key(emp),
+                    "wm": text,
+                },
+            )
             for emp, text in sorted(watermarks.items())
         ]
         return self._transact("watermarks", operations)
@@ -314,7 +399,7 @@ class StateStore:
     def mapping_entries(self) -> dict[str, MappingEntry]:
         return {
             decode_key(e["RowKey"]): MappingEntry(decode_key(e["RowKey"]), str(e["login"]), str(e.get("collar", "")))
-            for e in self._query_partition("mappings", MAPPING_PARTITION)
+            for e in self._query_all("mappings", MAPPING_PARTITION_PREFIX)
         }
 
     def load_mappings(self) -> dict[str, str]:
@@ -338,7 +423,7 @@ class StateStore:
             (
                 "upsert",
                 {
-                    "PartitionKey": MAPPING_PARTITION,
+                    "PartitionKey": employee_partition(MAPPING_PARTITION_PREFIX, m.employee_id),
                     "RowKey": encode_key(m.employee_id),
                     "login": m.login,
                     "collar": m.collar,
@@ -346,7 +431,10 @@ class StateStore:
             )
             for m in upserts
         ]
-        operations += [("delete", {"PartitionKey": MAPPING_PARTITION, "RowKey": encode_key(emp)}) for emp in deletes]
+        operations += [
+            ("delete", {"PartitionKey": employee_partition(MAPPING_PARTITION_PREFIX, emp), "RowKey": encode_key(emp)})
+            for emp in deletes
+        ]
         self._transact("mappings", operations)
         return len(operations)
 
@@ -466,6 +554,11 @@ class StateStore:
                     continue
                 raise
         raise RuntimeError(f"could not update the status of {kind}: too many concurrent writers")
+
+
+def _plain(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """An entity's properties without the service's metadata (Timestamp, etag), ready to write elsewhere."""
+    return {key: value for key, value in entity.items() if key != "Timestamp"}
 
 
 def _status_to_entity(status: JobStatus) -> dict[str, Any]:
