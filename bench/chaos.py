@@ -377,8 +377,8 @@ class ChaosRun:
 
     def _lease_state(self) -> str:
         try:
-            lock = self.runtime.storage.batch_lock().blob
-            return str(lock.get_blob_properties().lease.state)
+            lock = self.runtime.storage.batch_lock().container
+            return str(lock.get_container_properties().lease.state)
         except Exception as error:
             return f"unknown ({error.__class__.__name__})"
 
@@ -515,11 +515,7 @@ class ChaosRun:
 
         def blobs(container: str) -> dict[str, bytes]:
             client = runtime.storage.container(container)
-            return {
-                b.name: client.download_blob(b.name).readall()
-                for b in client.list_blobs()
-                if not b.name.startswith(".bobo-sync/")
-            }
+            return {b.name: client.download_blob(b.name).readall() for b in client.list_blobs()}
 
         incoming = blobs(settings.incoming_container)
         processed = blobs(settings.processed_container)

@@ -38,7 +38,6 @@ from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.mapping_sync import field_value
 from shared.runtime import Runtime
 from shared.state import JobKind, Outcome, RunRecord, utcnow
-from shared.storage import LOCK_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -421,14 +420,14 @@ def _retention(runtime: Runtime, run: _Run, clock: datetime) -> None:
 
 
 def delete_processed_before(runtime: Runtime, before: datetime) -> int:
-    """Delete processed blobs last modified before `before`; the lock blobs (LOCK_PREFIX) are never touched.
+    """Delete processed blobs last modified before `before`.
 
     Only the processed container is ever listed here: failed files wait for an operator.
     """
     container = runtime.storage.container(runtime.settings.processed_container)
     deleted = 0
     for blob in container.list_blobs():
-        if blob.name.startswith(LOCK_PREFIX) or blob.last_modified >= before:
+        if blob.last_modified >= before:
             continue
         with contextlib.suppress(ResourceNotFoundError):  # a concurrent cleanup deleted it first
             container.delete_blob(blob.name)

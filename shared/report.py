@@ -96,9 +96,7 @@ def build_status(runtime: Any, now: datetime | None = None) -> dict[str, Any]:
 
 
 def _mapping_count(state: Any) -> int:
-    # Keys only: the mapping table can hold tens of thousands of rows and status should stay cheap.
-    entities = state.table("mappings").query_entities("PartitionKey eq 'map'", select=["RowKey"], results_per_page=1000)
-    return sum(1 for _ in entities)
+    return int(state.mapping_count())
 
 
 def _failed_files(runtime: Any) -> list[dict[str, Any]]:

@@ -319,10 +319,10 @@ class StateStore:
                 return requests
         return requests
 
-    def _query_all(self, suffix: str, prefix: str) -> Iterator[dict[str, Any]]:
+    def _query_all(self, suffix: str, prefix: str, select: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every row of the hashed partitions `prefix-NN` in one paged query (ge/lt on the key range)."""
         query = f"PartitionKey ge '{prefix}-' and PartitionKey lt '{prefix}.'"
-        yield from self.table(suffix).query_entities(query, results_per_page=1000)
+        yield from self.table(suffix).query_entities(query, select=select, results_per_page=1000)
 
     # -- files ------------------------------------------------------------------------------------
     def get_file(self, name: str) -> FileRecord | None:
@@ -401,6 +401,10 @@ class StateStore:
             decode_key(e["RowKey"]): MappingEntry(decode_key(e["RowKey"]), str(e["login"]), str(e.get("collar", "")))
             for e in self._query_all("mappings", MAPPING_PARTITION_PREFIX)
         }
+
+    def mapping_count(self) -> int:
+        """How many mappings there are, reading keys only (the table can hold tens of thousands of rows)."""
+        return sum(1 for _ in self._query_all("mappings", MAPPING_PARTITION_PREFIX, select=["RowKey"]))
 
     def load_mappings(self) -> dict[str, str]:
         """employee id -> login; reuses this process's copy while the mapping version is unchanged."""

@@ -34,9 +34,8 @@ from shared.settings import Settings, StorageConnection
 
 log = logging.getLogger(__name__)
 
-# The batch lock lives in the processed container under a prefix that listings and retention skip.
-LOCK_PREFIX = ".bobo-sync/"
-BATCH_LOCK_BLOB = LOCK_PREFIX + "batch.lock"
+# The batch lock is a lease on the incoming container itself: no lock blob appears in any container
+# (processed holds only processed files), and a container lease blocks nothing but deleting the container.
 LEASE_SECONDS = 60
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
 METADATA_VALUE_LIMIT = 1024
@@ -158,11 +157,7 @@ class Storage:
 
     def list_incoming(self, limit: int | None = None) -> list[IncomingBlob]:
         """Files waiting, oldest first (contract file order). Listing is paged by the SDK, 5,000 a page."""
-        blobs = [
-            IncomingBlob(b.name, b.etag, b.size, b.last_modified)
-            for b in self.incoming.list_blobs()
-            if not b.name.startswith(LOCK_PREFIX)
-        ]
+        blobs = [IncomingBlob(b.name, b.etag, b.size, b.last_modified) for b in self.incoming.list_blobs()]
         blobs.sort(key=lambda blob: blob.order)
         return blobs[:limit] if limit is not None else blobs
 
@@ -274,29 +269,27 @@ class Storage:
             return True
 
     def batch_lock(self) -> BatchLock:
-        return BatchLock(self.container(self.settings.processed_container).get_blob_client(BATCH_LOCK_BLOB))
+        return BatchLock(self.incoming)
 
 
 class BatchLock:
-    """A blob lease held by one batcher at a time, across processes and instances, renewed while held.
+    """A container lease held by one batcher at a time, across processes and instances, renewed while held.
 
     `acquire()` returns False at once when another batcher holds it. A renewal thread keeps the lease;
     if renewal fails (storage outage, lease stolen after expiry), `lost` turns true and the holder stops
     before its next step.
     """
 
-    def __init__(self, blob: BlobClient):
-        self.blob = blob
+    def __init__(self, container: ContainerClient):
+        self.container = container
         self.lease = None
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def acquire(self) -> bool:
-        with contextlib.suppress(ResourceExistsError):
-            self.blob.upload_blob(b"", overwrite=False)
         try:
-            self.lease = self.blob.acquire_lease(lease_duration=LEASE_SECONDS)
+            self.lease = self.container.acquire_lease(lease_duration=LEASE_SECONDS)
         except HttpResponseError as error:
             if getattr(error, "status_code", None) == 409:
                 return False

@@ -40,7 +40,8 @@ def upload(runtime: Runtime, name: str, data: bytes | str) -> None:
 
 
 def names_in(runtime: Runtime, container: str) -> list[str]:
-    return sorted(b.name for b in runtime.storage.container(container).list_blobs() if not b.name.startswith("."))
+    # Every blob, unfiltered: the product keeps nothing of its own (no lock blob) in these containers.
+    return sorted(b.name for b in runtime.storage.container(container).list_blobs())
 
 
 def where(runtime: Runtime) -> dict[str, list[str]]:

@@ -17,7 +17,6 @@ from shared.cleanup import CleanupResult, run_cleanup
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state import FileRecord, FileState, JobKind, RunRecord, utcnow
-from shared.storage import BATCH_LOCK_BLOB
 from tests.conftest import make_env
 from tools.athoc_sim import AtHocSimulator
 
@@ -322,7 +321,7 @@ def test_retention_deletes_old_processed_blobs_only(runtime, athoc_sim) -> None:
     storage.write_blob(settings.failed_container, "bad.csv", b"junk\n")
     storage.write_blob(settings.rejects_container, "a.csv.rejects.csv", b"row_number,reason,raw_text\r\n")
     storage.write_blob(settings.rejects_container, "bad.csv.rejects.csv", b"row_number,reason,raw_text\r\n")
-    lock = storage.batch_lock()  # the lock blob lives in the processed container
+    lock = storage.batch_lock()  # a lease on the incoming container: no blob of its own anywhere
     assert lock.acquire()
     lock.release()
 
@@ -331,10 +330,10 @@ def test_retention_deletes_old_processed_blobs_only(runtime, athoc_sim) -> None:
 
     # Blobs were written just now: 29 days ahead they are not yet 30 days old, 31 days ahead they are.
     kept = run_cleanup(runtime, now=utcnow() + timedelta(days=29))
-    assert kept.retention.processed_blobs_deleted == 0 and processed() == [BATCH_LOCK_BLOB, "a.csv", "b.csv"]
+    assert kept.retention.processed_blobs_deleted == 0 and processed() == ["a.csv", "b.csv"]
 
     purged = run_cleanup(runtime, now=utcnow() + timedelta(days=31))
-    assert purged.retention.processed_blobs_deleted == 2 and processed() == [BATCH_LOCK_BLOB]
+    assert purged.retention.processed_blobs_deleted == 2 and processed() == []
     assert [b.name for b in storage.container(settings.failed_container).list_blobs()] == ["bad.csv"]
     # A rejects report goes with its processed file, and stays while its file waits in failed.
     assert purged.retention.rejects_deleted == 1
@@ -347,7 +346,7 @@ def test_processed_retention_zero_keeps_everything(make_runtime, athoc_sim) -> N
     result = run_cleanup(runtime, now=utcnow() + timedelta(days=3650))
     assert result.retention.processed_blobs_deleted == 0
     names = [b.name for b in runtime.storage.container(runtime.settings.processed_container).list_blobs()]
-    assert names == [BATCH_LOCK_BLOB, "a.csv"]
+    assert names == ["a.csv"]
 
 
 def test_files_that_land_while_the_cleanup_holds_the_lock_are_drained(runtime, athoc_sim) -> None:
