@@ -16,9 +16,10 @@ is data (and rejected). Every other record yields exactly one item, so the count
 contract's `rows_read`.
 
 Decisions a caller may rely on:
-- Every date/time column must be a real calendar date/time, DateTime_Created included (empty counts as
-  invalid): the contract rejects "an invalid date/time" and DateTime_Created is the tie-break, so an
-  event whose tie-break is unknown is rejected rather than guessed.
+- Every date/time column must be a real calendar date/time: the contract rejects "an invalid date/time".
+  DateTime_Created is only the tie-break, so an *empty* one is absent, not invalid: the event counts as
+  created at its event time, exactly like a row of the simple form (dropping a real book-on because its
+  tie-break column is blank would lose the update). A non-empty malformed one rejects the row.
 - Encoding: a UTF-8 BOM is dropped. Lines are decoded as UTF-8 until the first line that is not valid
   UTF-8; from that line on the rest of the file is cp1252. Lines yielded earlier were valid UTF-8 (for
   ASCII both codings agree; cp1252 text that is also valid UTF-8 needs byte pairs such as "Ã©", which
@@ -202,8 +203,8 @@ def _ten_column_row(row_number: int, values: list[str]) -> DutyEvent | None:
     employee_id = normalise_employee_id(values[1])
     date, time = values[3], values[4]
     event_time = _compact_datetime(date + time) if len(date) == 8 and len(time) == 6 else None
-    created = _compact_datetime(values[5])
-    if action is None or not employee_id or event_time is None or created is None:
+    created = _compact_datetime(values[5]) if values[5] else None
+    if action is None or not employee_id or event_time is None or (values[5] and created is None):
         return None
     return DutyEvent(row_number, employee_id, values[1], action, event_time, created)
 
@@ -222,7 +223,7 @@ def _ten_column_problems(values: list[str]) -> str:
         problems.append(f"invalid Clocking_Date {values[3]!r}")
     if len(values[4]) != 6 or _compact_datetime("20000101" + values[4]) is None:
         problems.append(f"invalid Clocking_Time {values[4]!r}")
-    if _compact_datetime(values[5]) is None:
+    if values[5] and _compact_datetime(values[5]) is None:
         problems.append(f"invalid DateTime_Created {values[5]!r}")
     return "; ".join(problems)
 

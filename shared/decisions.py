@@ -11,6 +11,10 @@ employee's watermark, because file order means nothing across batches: a re-deli
 last-modified time, and a file delivered twice must send nothing twice. An event is stale when that pair
 is not greater than the watermark's (equal is stale). A missing DateTime_Created counts as the event time
 on both sides.
+
+An *unconfirmed* watermark marks an event that was sent but never confirmed, written when its file is given
+up after its retries (AtHoc may or may not have applied it). It blocks strictly older events (they could
+undo what AtHoc may hold) but not the same event, so a file put back with `retry-failed` is sent again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.bobo_csv import Action, DutyEvent
+
+UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True, order=True)
@@ -83,6 +89,7 @@ class Watermark:
     event_time: datetime
     created: datetime | None
     action: Action
+    confirmed: bool = True  # False: sent, answer never confirmed, file given up (see the module docstring)
 
     def __post_init__(self) -> None:
         for value in (self.event_time, self.created):
@@ -90,26 +97,32 @@ class Watermark:
                 raise ValueError("watermark times are naive local times, as BOBO records them")
 
     @classmethod
-    def from_event(cls, event: DutyEvent) -> Watermark:
-        return cls(event.event_time, event.created, event.action)
+    def from_event(cls, event: DutyEvent, *, confirmed: bool = True) -> Watermark:
+        return cls(event.event_time, event.created, event.action, confirmed)
 
     def to_text(self) -> str:
-        """`<event time ISO>|<created ISO or empty>|<BON/BOF>`; `from_text` returns an equal Watermark, and
-        texts of the same action sort like their times (ISO 8601 with a fixed-width year)."""
+        """`<event time ISO>|<created ISO or empty>|<BON/BOF>`, plus `|unconfirmed` for an unconfirmed one;
+        `from_text` returns an equal Watermark."""
         created = self.created.isoformat() if self.created is not None else ""
-        return f"{self.event_time.isoformat()}|{created}|{self.action.value}"
+        text = f"{self.event_time.isoformat()}|{created}|{self.action.value}"
+        return text if self.confirmed else f"{text}|{UNCONFIRMED}"
 
     @classmethod
     def from_text(cls, text: str) -> Watermark:
         """Parse `to_text` output; raises ValueError on anything else."""
         parts = text.split("|")
-        if len(parts) != 3:
+        if len(parts) == 4 and parts[3] == UNCONFIRMED:
+            parts, confirmed = parts[:3], False
+        elif len(parts) == 3:
+            confirmed = True
+        else:
             raise ValueError(f"not a watermark: {text!r}")
         event_time_text, created_text, action_text = parts
         return cls(
             datetime.fromisoformat(event_time_text),
             datetime.fromisoformat(created_text) if created_text else None,
             Action(action_text),
+            confirmed,
         )
 
     @property
@@ -119,10 +132,12 @@ class Watermark:
 
 
 def is_stale(event: DutyEvent, watermark: Watermark | None) -> bool:
-    """True when `event` is not newer than the watermark: (event time, created) <= the watermark's."""
+    """True when `event` is not newer than the watermark: (event time, created) <= the watermark's;
+    for an unconfirmed watermark, only when it is older (<): the same event may be sent again."""
     if watermark is None:
         return False
-    return (event.event_time, _created_or_event_time(event)) <= watermark.order
+    order = (event.event_time, _created_or_event_time(event))
+    return order <= watermark.order if watermark.confirmed else order < watermark.order
 
 
 def duty_value(event: DutyEvent, datetime_format: str) -> str:

@@ -175,14 +175,22 @@ def field_value(row: Mapping[str, Any], name: str) -> Any:
     return None
 
 
+def collar_text(raw: Any) -> str:
+    """A collar value as text; a JSON number with a whole value (6.0) is "6", as its string form would be."""
+    if raw is None:
+        return ""
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    return str(raw).strip()
+
+
 def mappings_from_users(users: Sequence[Mapping[str, Any]], collar_field: str) -> AtHocMappings:
     """Group AtHoc users by normalised collar id; an id claimed by several users is a conflict, not mapped."""
     claims: dict[str, dict[str, MappingEntry]] = {}
     without = 0
     for user in users:
         login = str(field_value(user, LOGIN_FIELD) or "").strip()
-        raw = field_value(user, collar_field)
-        collar = "" if raw is None else str(raw).strip()
+        collar = collar_text(field_value(user, collar_field))
         employee_id = normalise_employee_id(collar)
         if not login or not employee_id:
             without += 1
@@ -500,3 +508,17 @@ def _log_summary(result: MappingSyncResult, started: float) -> None:
         **({"error_kind": result.error_kind} if result.error_kind else {}),
         **result.counts(),
     )
+
+
+def preview_mappings(runtime: Runtime) -> tuple[dict[str, str], str | None]:
+    """The mapping a sync would write now, built in memory from AtHoc's users and written nowhere.
+
+    For `process --dry-run` before any mapping sync succeeded: it shows what a real run (which syncs
+    first) would send. Returns the mapping, or an empty one and the reason AtHoc could not be read.
+    """
+    collar_field = runtime.settings.athoc.collar_field
+    try:
+        users = runtime.athoc.search_users([collar_field])
+    except AtHocError as error:
+        return {}, f"mapping sync has never succeeded and AtHoc's users could not be read ({error}); files wait"
+    return {emp: entry.login for emp, entry in mappings_from_users(users, collar_field).wanted.items()}, None

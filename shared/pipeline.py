@@ -26,7 +26,7 @@ from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNot
 
 from shared.athoc_client import RowStatus
 from shared.bobo_csv import DutyEvent, Rejection, UnreadableFile, read_bobo_csv, rejects_csv
-from shared.decisions import SourcedEvent, Watermark, plan_updates
+from shared.decisions import PlannedUpdate, SourcedEvent, Watermark, plan_updates
 from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
@@ -86,6 +86,8 @@ class ProcessReport:
     batches: int = 0
     athoc_requests: int = 0
     errors: list[str] = field(default_factory=list)
+    # Logins AtHoc confirmed as updated: users_updated counts distinct users over all batches of a drain.
+    updated_logins: set[str] = field(default_factory=set)
     files: list[dict[str, Any]] = field(default_factory=list)
     updates: list[dict[str, str]] = field(default_factory=list)  # dry run: what would be sent
     dry_run: bool = False
@@ -113,6 +115,8 @@ class ProcessReport:
         for name in self.COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors += other.errors
+        self.updated_logins |= other.updated_logins
+        self.users_updated = len(self.updated_logins)
         self.error_kind = self.error_kind or other.error_kind
         self.files += other.files
         self.updates += other.updates
@@ -284,12 +288,6 @@ def _process_batch(
             work.outcome, work.reason = FileState.FAILED, "not a .csv file"
 
     csv_works = [w for w in works if w.outcome is None]
-    mapping_error = _ensure_mappings(runtime) if csv_works and not dry_run else None
-    if mapping_error:
-        for work in csv_works:
-            _retry(work, mapping_error)
-        csv_works = []
-
     winners: dict[str, SourcedEvent] = {}
     memory_left = BATCH_MEMORY_BUDGET
     for work in csv_works:
@@ -312,16 +310,27 @@ def _process_batch(
     works = [w for w in works if not w.skipped]
     report.files_seen = len(works)
 
+    mappings: dict[str, str] = {}
     if winners:
-        mappings = state.load_mappings()
+        # Contract section 2: no batch is decided on a mapping that never synced. Only files with events
+        # wait for it; an empty or all-rejected file has nothing to send and finishes now.
+        mappings, mapping_error = _mappings_for_batch(runtime, dry_run=dry_run)
+        if mapping_error:
+            for work in works:
+                if work.winners:
+                    _retry(work, mapping_error)
+            report.errors.append(mapping_error)
+            winners = {}
+
+    if winners:
         watermarks = {emp: Watermark.from_text(text) for emp, text in state.load_watermarks().items()}
         plan = plan_updates(winners, mappings, watermarks, settings.athoc.datetime_format)
         report.unmapped_employees = len(plan.unmapped)
         report.stale_events = len(plan.stale)
         for sourced in plan.unmapped:
             log.debug("employee %s has no AtHoc mapping (file %s)", sourced.event.employee_id, sourced.file_name)
-        report.updates_sent = len(plan.updates)
         if dry_run:
+            report.updates_sent = len(plan.updates)  # the contract's "updates that would be sent"
             report.updates = [
                 {"login": u.login, "value": u.value, "employee_id": u.employee_id, "file": u.source.file_name}
                 for u in plan.updates
@@ -357,17 +366,25 @@ def _set_aside(works: list[FileWork]) -> None:
             work.winners.clear()
 
 
-def _ensure_mappings(runtime: Runtime) -> str | None:
-    """Contract section 2: before the first batch ever, a mapping sync must have succeeded."""
-    if runtime.state.job_status(JobKind.SYNC_MAPPINGS).last_success is not None:
-        return None
-    from shared.mapping_sync import run_mapping_sync
+def _mappings_for_batch(runtime: Runtime, *, dry_run: bool) -> tuple[dict[str, str], str | None]:
+    """The mapping to decide a batch with, or why there is none (the files with events then wait).
 
+    Contract section 2: before the first batch ever, a mapping sync must have succeeded, so one runs now.
+    A dry run changes nothing, so it reads AtHoc's users and builds the mapping in memory instead: it then
+    shows what a real run would send.
+    """
+    state = runtime.state
+    if state.job_status(JobKind.SYNC_MAPPINGS).last_success is not None:
+        return state.load_mappings(), None
+    from shared.mapping_sync import preview_mappings, run_mapping_sync
+
+    if dry_run:
+        return preview_mappings(runtime)
     log.info("no mapping sync has ever succeeded: running one before the batch")
     result = run_mapping_sync(runtime, force=True, trigger="pipeline")
     if result.status == Outcome.SUCCESS:
-        return None
-    return f"mapping sync has never succeeded ({result.error or result.status}); files wait"
+        return state.load_mappings(), None
+    return {}, f"mapping sync has never succeeded ({result.error or result.status}); files wait"
 
 
 def _read_file(runtime: Runtime, work: FileWork, *, keep_content: bool) -> None:
@@ -411,7 +428,7 @@ def _keep_latest(work: FileWork, event: DutyEvent) -> None:
         work.winners[event.employee_id] = sourced
 
 
-def _send(runtime: Runtime, updates: list, works: list[FileWork], report: ProcessReport) -> None:  # type: ignore[type-arg]
+def _send(runtime: Runtime, updates: list[PlannedUpdate], works: list[FileWork], report: ProcessReport) -> None:
     by_login = {u.login: u for u in updates}
     by_file = {w.name: w for w in works}
     try:
@@ -425,12 +442,12 @@ def _send(runtime: Runtime, updates: list, works: list[FileWork], report: Proces
         rows = None
         failure = f"AtHoc update failed: {error.__class__.__name__}"
     confirmed: dict[str, str] = {}
-    updated_logins: set[str] = set()
+    updated_logins = report.updated_logins
     if rows is None:
         for update in updates:
             work = by_file[update.source.file_name]
             _retry(work, failure)
-            work.unconfirmed[update.employee_id] = Watermark.from_event(update.source.event).to_text()
+            work.unconfirmed[update.employee_id] = _unconfirmed(update)
         report.errors.append(failure)
         return
     failures: list[str] = []
@@ -438,6 +455,8 @@ def _send(runtime: Runtime, updates: list, works: list[FileWork], report: Proces
         update = by_login.get(row.login)
         if update is None:
             continue
+        if row.status is not RowStatus.FAILED:
+            report.updates_sent += 1  # AtHoc answered for this row: it reached AtHoc
         if row.status in CONFIRMED:
             confirmed[update.employee_id] = Watermark.from_event(update.source.event).to_text()
             if row.status is RowStatus.UPDATED:
@@ -458,7 +477,7 @@ def _send(runtime: Runtime, updates: list, works: list[FileWork], report: Proces
         _retry(work, reason)
         if row.status is RowStatus.FAILED and row.kind and report.error_kind != "auth":
             report.error_kind = row.kind
-        work.unconfirmed[update.employee_id] = Watermark.from_event(update.source.event).to_text()
+        work.unconfirmed[update.employee_id] = _unconfirmed(update)
         if reason not in failures:
             failures.append(reason)
     report.users_updated = len(updated_logins)
@@ -467,6 +486,12 @@ def _send(runtime: Runtime, updates: list, works: list[FileWork], report: Proces
     report.errors += failures[:20]
     if len(failures) > 20:
         report.errors.append(f"... and {len(failures) - 20} more AtHoc row errors")
+
+
+def _unconfirmed(update: PlannedUpdate) -> str:
+    """The watermark a given-up file leaves for an event AtHoc never confirmed: older events stay blocked
+    (AtHoc may hold this one), the event itself may be sent again after retry-failed."""
+    return Watermark.from_event(update.source.event, confirmed=False).to_text()
 
 
 def _retry(work: FileWork, reason: str) -> None:
@@ -507,8 +532,6 @@ def _finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report
                 # Before the move: a crash between the two must not let an older event through later.
                 runtime.state.save_watermarks(work.unconfirmed)
         try:
-            if work.rejections or work.rows_rejected:
-                _write_rejects(runtime, work)
             destination = (
                 settings.processed_container if work.outcome is FileState.PROCESSED else settings.failed_container
             )
@@ -520,7 +543,8 @@ def _finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report
             }
             if work.outcome is FileState.FAILED:
                 metadata["error"] = work.reason
-            moved = storage.move(work.blob, destination, metadata, now=now, content=work.content)
+            rejects = (lambda copy_name, w=work: _write_rejects(runtime, w, copy_name)) if work.rows_rejected else None
+            moved = storage.move(work.blob, destination, metadata, now=now, content=work.content, before_delete=rejects)
         except AzureError as error:
             # The file stays in incoming, whole; the next run finishes the move.
             report.files_retry += 1
@@ -549,12 +573,14 @@ def _finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report
     runtime.state.save_files(w.record for w in works)
 
 
-def _write_rejects(runtime: Runtime, work: FileWork) -> None:
+def _write_rejects(runtime: Runtime, work: FileWork, copy_name: str) -> None:
+    """`<copy name>.rejects.csv`, named after the file's copy in processed or failed: a name delivered twice
+    gets two copies (`a.csv`, `a-<stamp>.csv`) and so two reports, never one overwriting the other."""
     body = rejects_csv(work.rejections)
     omitted = work.rows_rejected - len(work.rejections)
     if omitted > 0:
         body += f"0,{omitted} more rejected rows not listed,\r\n".encode()
-    runtime.storage.write_blob(runtime.settings.rejects_container, f"{work.name}.rejects.csv", body, overwrite=True)
+    runtime.storage.write_blob(runtime.settings.rejects_container, f"{copy_name}.rejects.csv", body, overwrite=True)
 
 
 def _record_run(runtime: Runtime, total: ProcessReport, started: datetime, trigger: str) -> None:

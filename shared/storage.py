@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -192,6 +192,7 @@ class Storage:
         content: bytes | None = None,
         source_container: str | None = None,
         preferred_name: str | None = None,
+        before_delete: Callable[[str], None] | None = None,
     ) -> MoveResult:
         """Copy `blob` from its container (default: incoming) to `destination`, check the copy, delete the source.
 
@@ -200,7 +201,9 @@ class Storage:
         which case only the delete is left to do. The source is deleted only if its ETag is still the one
         processed; if the exporter replaced it meanwhile, the new version stays where it is.
         `content`, when the caller already holds the blob's bytes (small files), saves a second download;
-        `preferred_name` names the copy (default: the source's name).
+        `preferred_name` names the copy (default: the source's name). `before_delete(copy_name)` runs once the
+        copy is complete and before the source goes (the rejects report is written there, named after the
+        copy), so a crash in between repeats it on the next run.
         """
         source_container = source_container or self.settings.incoming_container
         source = self.container(source_container).get_blob_client(blob.name)
@@ -221,6 +224,8 @@ class Storage:
                     break
         else:
             raise StorageUnavailable(f"no free destination name for {blob.name} in {destination}")
+        if before_delete is not None:
+            before_delete(candidate)
         deleted = self.delete_if_unchanged(blob, source_container)
         return MoveResult(destination, candidate, deleted, already)
 
@@ -337,7 +342,11 @@ class BatchLock:
 def _destination_names(name: str, now: datetime) -> Iterator[str]:
     yield name
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    stem, dot, ext = name.rpartition(".") if name.lower().endswith(".csv") else (name, "", "")
+    # The suffix goes before the extension (`a.csv` -> `a-<stamp>.csv`, `n.txt` -> `n-<stamp>.txt`); a name
+    # without one, or whose only dot starts it or sits in a folder part, gets it at the end.
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or stem.endswith("/") or "/" in ext:
+        stem, dot, ext = name, "", ""
     for n in range(100):
         suffix = f"-{stamp}" if n == 0 else f"-{stamp}-{n}"
         yield f"{stem}{suffix}{dot}{ext}"

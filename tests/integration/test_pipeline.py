@@ -467,3 +467,73 @@ def test_auth_failure_and_backlog_appear_in_the_summary_fields(make_runtime, ath
     assert line.levelno == logging.ERROR
     assert "error_kind=auth" in line.getMessage() and "files_pending=1" in line.getMessage()
     assert "wrong-password" not in caplog.text
+
+
+def test_a_given_up_file_put_back_by_retry_failed_is_sent(make_runtime, athoc_sim) -> None:
+    from shared.operations import retry_failed
+
+    # AtHoc unreachable (token endpoint down) until the file is given up: nothing was ever applied.
+    runtime = make_runtime(BOBO_MAX_RETRY_ATTEMPTS="2", ATHOC_MAX_RETRIES="0", ATHOC_CALL_BUDGET_SECONDS="3")
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000")))
+    athoc_sim.fail_next(2, status=503, kinds=("sync",))
+    assert drain(runtime).updates_sent == 0  # nothing reached AtHoc
+    drain(runtime)
+    assert where(runtime)["failed"] == ["a.csv"] and duty(athoc_sim, "1") in (None, "")
+
+    assert len(retry_failed(runtime, ["a.csv"]).moved) == 1
+    report = drain(runtime)
+
+    assert (report.files_processed, report.updates_sent, report.stale_events) == (1, 1, 0)
+    assert duty(athoc_sim, "1") == "22/10/2025 10:00:00"
+    # The given-up event still guards: an older one arriving later is stale.
+    upload(runtime, "late.csv", csv_of(bof("1", "20251022090000")))
+    assert drain(runtime).stale_events == 1 and duty(athoc_sim, "1") == "22/10/2025 10:00:00"
+
+
+def test_files_without_events_finish_even_when_the_first_mapping_sync_fails(make_runtime, athoc_sim) -> None:
+    runtime = make_runtime(ATHOC_MAX_RETRIES="0", ATHOC_CALL_BUDGET_SECONDS="3")
+    upload(runtime, "empty.csv", b"")
+    upload(runtime, "header.csv", "Employee_ID,Status,Timestamp\r\n")
+    upload(runtime, "junk.csv", csv_of("not,a,row"))
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000")))
+    athoc_sim.fail_next(100, status=500, kinds=("search",))
+
+    report = drain(runtime)
+
+    places = where(runtime)
+    assert places["processed"] == ["empty.csv", "header.csv"]
+    assert places["failed"] == ["junk.csv"] and places["rejects"] == ["junk.csv.rejects.csv"]
+    assert places["incoming"] == ["a.csv"] and report.files_retry == 1
+    assert any("mapping sync has never succeeded" in e for e in report.errors)
+
+
+def test_a_name_delivered_twice_with_rejected_rows_gets_two_rejects_reports(make_runtime, athoc_sim) -> None:
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["1", "2"])
+    upload(runtime, "r.csv", csv_of(bon("1", "20251022100000"), "first-bad"))
+    drain(runtime)
+    upload(runtime, "r.csv", csv_of(bon("2", "20251022100000"), "second-bad"))
+    drain(runtime)
+
+    places = where(runtime)
+    assert len(places["processed"]) == 2 and "r.csv" in places["processed"]
+    second = next(name for name in places["processed"] if name != "r.csv")
+    assert second.startswith("r-") and second.endswith("Z.csv")
+    assert places["rejects"] == sorted(["r.csv.rejects.csv", f"{second}.rejects.csv"])
+    assert b"first-bad" in read_blob(runtime, runtime.settings.rejects_container, "r.csv.rejects.csv")
+    assert b"second-bad" in read_blob(runtime, runtime.settings.rejects_container, f"{second}.rejects.csv")
+
+
+def test_dry_run_before_any_mapping_sync_shows_what_a_real_run_would_send(make_runtime, athoc_sim) -> None:
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["00001", "2"], mapped=False)
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000"), bof("2", "20251022100000"), bon("3", "20251022100000")))
+
+    preview = drain(runtime, dry_run=True)
+
+    assert (preview.updates_sent, preview.unmapped_employees) == (2, 1)
+    assert athoc_sim.count("sync") == 0 and runtime.state.mapping_count() == 0
+    assert runtime.state.job_status(JobKind.SYNC_MAPPINGS).last_status == "never"
+    real = drain(runtime)
+    assert (real.updates_sent, real.unmapped_employees) == (preview.updates_sent, preview.unmapped_employees)

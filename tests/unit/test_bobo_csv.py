@@ -147,12 +147,17 @@ def test_invalid_clocking_time_is_rejected(time: str) -> None:
     assert rejection.reason == f"invalid Clocking_Time {time!r}"
 
 
-@pytest.mark.parametrize(
-    "created", ["", "2025102207414", "20251022256100", "20250230074142", "x", "2025-10-22 07:41:42"]
-)
+@pytest.mark.parametrize("created", ["2025102207414", "20251022256100", "20250230074142", "x", "2025-10-22 07:41:42"])
 def test_invalid_datetime_created_is_rejected(created: str) -> None:
     (rejection,) = only_rejections(parse(row(created=created)))
     assert rejection.reason == f"invalid DateTime_Created {created!r}"
+
+
+@pytest.mark.parametrize("created", ["", "   "])
+def test_an_empty_datetime_created_is_absent_not_invalid(created: str) -> None:
+    (event,) = parse(row(created=created))
+    assert isinstance(event, DutyEvent)
+    assert event.created is None and event.event_time == datetime(2025, 10, 22, 7, 41, 42)
 
 
 def test_non_ascii_digits_are_not_a_date() -> None:

@@ -170,12 +170,29 @@ def test_staleness_is_the_pair_comparison(
     assert is_stale(event(at=at, created=created), Watermark.from_event(event(at=at, created=created)))
 
 
-@given(_MOMENTS, st.none() | _MOMENTS, st.sampled_from(Action))
-def test_watermark_text_round_trips(at: datetime, created: datetime | None, action: Action) -> None:
-    watermark = Watermark(at, created, action)
+@given(_MOMENTS, st.none() | _MOMENTS, st.sampled_from(Action), st.booleans())
+def test_watermark_text_round_trips(at: datetime, created: datetime | None, action: Action, confirmed: bool) -> None:
+    watermark = Watermark(at, created, action, confirmed)
     text = watermark.to_text()
     assert Watermark.from_text(text) == watermark
-    assert text.endswith(action.value)
+    assert text.endswith(action.value if confirmed else f"{action.value}|unconfirmed")
+
+
+@given(_MOMENTS, st.none() | _MOMENTS, _MOMENTS, st.none() | _MOMENTS, st.sampled_from(Action))
+def test_an_unconfirmed_watermark_blocks_only_strictly_older_events(
+    at: datetime, created: datetime | None, mark_at: datetime, mark_created: datetime | None, action: Action
+) -> None:
+    watermark = Watermark(mark_at, mark_created, action, confirmed=False)
+    expected = (at, created or at) < (mark_at, mark_created or mark_at)
+    assert is_stale(event(at=at, created=created), watermark) is expected
+
+
+def test_the_event_of_a_given_up_file_is_not_stale_against_its_own_unconfirmed_watermark() -> None:
+    given_up = event(at=T0, created=T0)
+    unconfirmed = Watermark.from_event(given_up, confirmed=False)
+    assert not is_stale(given_up, unconfirmed)  # retry-failed sends it again
+    assert is_stale(event(at=T0 - timedelta(minutes=1)), unconfirmed)  # an older one could undo it
+    assert is_stale(given_up, Watermark.from_event(given_up))  # once confirmed, never again
 
 
 def test_watermark_text_is_compact_and_readable() -> None:
@@ -183,7 +200,10 @@ def test_watermark_text_is_compact_and_readable() -> None:
     assert Watermark(T0, None, Action.BOOK_OFF).to_text() == "2025-10-22T07:41:42||BOF"
 
 
-@pytest.mark.parametrize("text", ["", "2025-10-22T07:41:42|BON", "x|y|BON", "2025-10-22T07:41:42||XXX", "a|b|c|d"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "2025-10-22T07:41:42|BON", "x|y|BON", "2025-10-22T07:41:42||XXX", "a|b|c|d", "2025-10-22T07:41:42||BON|maybe"],
+)
 def test_watermark_from_bad_text_raises(text: str) -> None:
     with pytest.raises(ValueError):
         Watermark.from_text(text)

@@ -33,6 +33,10 @@ def test_destination_names_keep_the_name_then_add_a_utc_suffix_before_csv() -> N
     assert next(names) == "exports/bobo.CSV"
     assert next(names) == "exports/bobo-20251022T074142Z.CSV"
     assert next(names) == "exports/bobo-20251022T074142Z-1.CSV"
-    other = _destination_names("notes.txt", now)
-    next(other)
-    assert next(other) == "notes.txt-20251022T074142Z"
+    second = {name: list(_destination_names(name, now))[1] for name in ("notes.txt", "README", ".hidden", "v1.2/x")}
+    assert second == {
+        "notes.txt": "notes-20251022T074142Z.txt",  # before the extension, like .csv
+        "README": "README-20251022T074142Z",
+        ".hidden": ".hidden-20251022T074142Z",
+        "v1.2/x": "v1.2/x-20251022T074142Z",  # a dot in a folder part is not an extension
+    }
