@@ -14,8 +14,10 @@ Design notes (see ../shared/reference/athoc-api.md for the API facts and unknown
   `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` override `session.verify` (and even `verify=True`), proxies
   from the environment (`trust_env` stays on), connect and read timeouts on every request, no
   redirects followed (a 307 would re-post the password form to wherever it points).
-* Retries: 408/429/5xx, timeouts and dropped connections, exponential backoff with full jitter,
-  `Retry-After` honoured and capped, never past the caller's deadline or the per-request budget.
+* Retries: 408/429/5xx, timeouts and dropped connections, exponential backoff with full jitter (at
+  least 1 s after a 429), `Retry-After` honoured up to a cap (above it the call fails transiently at
+  once), never past the caller's deadline or the per-request budget.
+* Every JSON body is decoded from its bytes (decode_json): the server's charset labels are not trusted.
 * Secrets (password, client secret, access and refresh tokens) never appear in a log line or an
   exception text: server text is redacted before use, tokens travel only in headers and form bodies,
   and no URL, PreparedRequest or token response body is ever logged.
@@ -37,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import certifi
 import requests
@@ -58,7 +60,10 @@ LOGIN_FIELD = "LOGIN_ID"
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
+# A Retry-After above this fails the call at once (transient): see _call for why it is not slept.
 RETRY_AFTER_CAP_SECONDS = 60.0
+# 429 without Retry-After: the limit is per time window, so a retry sooner than this is a likely 429 again.
+THROTTLED_MIN_WAIT_SECONDS = 1.0
 # A token is renewed this long before it expires: 10 % of its life, at most 60 s.
 TOKEN_RENEW_FRACTION = 0.1
 TOKEN_RENEW_MAX_MARGIN_SECONDS = 60.0
@@ -71,20 +76,46 @@ MAX_QUOTED_TEXT = 300
 # Hard stop for paging against a server without TotalUsers that keeps inventing users.
 MAX_PAGES_WITHOUT_TOTAL = 100_000
 
-# Expected row outcomes (contract section 2), matched on the row's detail text with the login removed.
-_NOT_FOUND = re.compile(
-    r"\buser\b.*\b(does\s*n[o']t\s+exists?|not\s+exists?|not\s+found|was\s+not\s+found)\b"
-    r"|\b(unknown|no\s+such)\s+user\b",
-    re.IGNORECASE | re.DOTALL,
+# Expected row outcomes (contract section 2), matched on the row's detail text after every login in it
+# (the one sent and the one echoed) became LOGIN_PLACEHOLDER. A wrong NOT_FOUND or DENIED silently loses an
+# update, so the patterns only accept texts whose subject is clearly the user; anything else is an ERROR.
+LOGIN_PLACEHOLDER = "<login>"
+_LOGIN_REF = r"(?:<login>|'<login>'|\"<login>\"|\(<login>\)|\[<login>\])"
+_DOES_NOT_EXIST = (
+    r"(?:does\s*n[o']t\s+exists?|do\s+not\s+exists?|not\s+exists?|(?:was\s+|is\s+)?not\s+found"
+    r"|(?:could|can)\s*(?:n[o']t|not)\s+be\s+found|cannot\s+be\s+found)"
 )
-_DENIED = re.compile(
-    r"access\s+denied|permission|not\s+authori[sz]ed|unauthori[sz]ed|forbidden|not\s+allowed",
+_NOT_FOUND = re.compile(
+    # "User: <login> does not exists in the Organization" (captured), "The user could not be found"
+    rf"\buser\s*:?\s*(?:{_LOGIN_REF}\s*)?(?:with\s+login_id\s*:?\s*{_LOGIN_REF}\s*)?{_DOES_NOT_EXIST}\b"
+    rf"|\buser\s*:?\s*(?:{_LOGIN_REF}\s*)?is\s+not\s+a\s+member\s+of\s+(?:the|this)\s+organi[sz]ation\b"
+    r"|\b(?:unknown|no\s+such|no\s+matching)\s+user\b"
+    r"|\bno\s+user\s+(?:was\s+)?found\b"
+    r"|\b(?:cannot|can\s*n[o']t|could\s*n[o']t|could\s+not|unable\s+to)\s+find\s+(?:the\s+)?user\b"
+    rf"|\blogin_id\s*:?\s*{_LOGIN_REF}\s+{_DOES_NOT_EXIST}\b"
+    # The whole text is "<login> not found" (optionally "... in the organization").
+    rf"|^\W*{_LOGIN_REF}\s+{_DOES_NOT_EXIST}(?:\s+in\s+(?:the|this)\s+organi[sz]ation)?\W*$",
     re.IGNORECASE,
 )
-# An error text naming an attribute or value is about the data, never "user missing" or "denied".
-_ABOUT_DATA = re.compile(r"\battribute|\bfield\b|\binvalid\s+value\b", re.IGNORECASE)
+_DENIED = re.compile(
+    r"access\s+(?:is\s+)?denied|permission|not\s+authori[sz]ed|unauthori[sz]ed|forbidden|not\s+allowed"
+    r"|not\s+permitted|insufficient\s+(?:privileges?|permissions?|rights|access)"
+    r"|(?:does|do)\s*(?:n[o']t|not)\s+have\s+(?:the\s+)?(?:necessary\s+|required\s+|sufficient\s+)?"
+    r"(?:access|rights?|permissions?|privileges?)\b",
+    re.IGNORECASE,
+)
+# A text about an attribute, a value or its format is about the data (or, when denied, a configuration
+# error that must surface as failed files), never "user missing" or "denied for this user".
+_ABOUT_DATA = re.compile(r"\battribut|\bfields?\b|\bvalues?\b|\bformat|\bdate", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9\-._~+/=]+", re.IGNORECASE)
-_TOKEN_JSON = re.compile(r'("(?:access_token|refresh_token|id_token)"\s*:\s*")[^"]*(")', re.IGNORECASE)
+_TOKEN_JSON = re.compile(
+    r'("(?:access_token|refresh_token|id_token|password|client_secret)"\s*:\s*")(?:[^"\\]|\\.)*(")',
+    re.IGNORECASE,
+)
+# A form echoed back by a server (error descriptions sometimes quote the request).
+_FORM_SECRET = re.compile(r"\b(password|client_secret|refresh_token|access_token)=[^&\s]*", re.IGNORECASE)
+# key=value pairs of an echoed form: their words (acr_values=tenant%3A...) are not the server's diagnosis.
+_FORM_PAIR = re.compile(r"\b[\w.]+=[^&\s]*")
 
 _TOKEN_ERROR_CAUSES = {
     "invalid_grant": "wrong ATHOC_USERNAME or ATHOC_PASSWORD (or the account is locked or disabled)",
@@ -232,11 +263,31 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return max(0.0, seconds)
 
 
-def retry_wait(retry: int, retry_after: float | None, *, rng: Callable[[], float]) -> float:
-    """How long to wait before retry number `retry` (0-based): Retry-After (capped) when given, else backoff."""
+def retry_wait(retry: int, retry_after: float | None, *, rng: Callable[[], float], throttled: bool = False) -> float:
+    """How long to wait before retry number `retry` (0-based): Retry-After (capped) when given, else backoff
+    (at least THROTTLED_MIN_WAIT_SECONDS after a 429)."""
     if retry_after is not None:
         return min(retry_after, RETRY_AFTER_CAP_SECONDS)
-    return backoff_delay(retry, rng=rng)
+    delay = backoff_delay(retry, rng=rng)
+    return max(delay, THROTTLED_MIN_WAIT_SECONDS) if throttled else delay
+
+
+def decode_json(content: bytes) -> Any:
+    """A JSON body from its raw bytes, whatever charset the Content-Type claims or omits.
+
+    json.loads on bytes detects UTF-8/16/32 and skips a BOM (RFC 8259 JSON is UTF-8), where
+    requests' response.json() would decode `text/json` or `text/plain` without charset as ISO-8859-1 and
+    fail on a UTF-8 BOM. Raises ValueError (JSONDecodeError, UnicodeDecodeError) when it is not JSON.
+    """
+    return json.loads(content)
+
+
+def _body_as_text(response: requests.Response) -> str:
+    """A non-JSON body as text: UTF-8 when it is valid UTF-8 (the common case), else requests' guess."""
+    try:
+        return response.content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return response.text
 
 
 def _lookup(row: Mapping[str, Any], key: str) -> Any:
@@ -250,13 +301,64 @@ def _lookup(row: Mapping[str, Any], key: str) -> Any:
     return None
 
 
-def classify_row(row: Mapping[str, Any]) -> tuple[RowStatus, str]:
+def _has_key(row: Mapping[str, Any], key: str) -> bool:
+    folded = key.casefold()
+    return any(isinstance(candidate, str) and candidate.casefold() == folded for candidate in row)
+
+
+def _login_of(row: Mapping[str, Any]) -> str | None:
+    """A search row's LOGIN_ID, or None when it is missing, null or blank (such a user cannot be updated)."""
+    login = _lookup(row, LOGIN_FIELD)
+    if login is None or not str(login).strip():
+        return None
+    return str(login)
+
+
+def _row_fingerprint(row: Mapping[str, Any]) -> str:
+    """Identifies a row without LOGIN_ID across pages (by USER_ID when it has one), so it is counted once."""
+    user_id = _lookup(row, "USER_ID")
+    if user_id is not None:
+        return f"USER_ID={user_id}"
+    return json.dumps(row, sort_keys=True, default=str)
+
+
+def _page_start(mode: str | None, offset: int, limit: int) -> int:
+    """Index in the server's list of the first row answered for `offset` under the detected meaning."""
+    if mode == "record":
+        return offset
+    if mode == "page1":
+        return (offset - 1) * limit
+    return offset * limit
+
+
+def _next_offset(mode: str | None, position: int, limit: int) -> int:
+    """The Offset whose page holds the row at index `position` (page indexes round down: the overlap with
+    what was read is deduplicated, nothing is skipped)."""
+    if mode == "record":
+        return position
+    if mode == "page1":
+        return position // limit + 1
+    return position // limit
+
+
+def _without_logins(text: str, logins: Sequence[str]) -> str:
+    """`text` with each login replaced by LOGIN_PLACEHOLDER, case-insensitively, longest first (a login
+    may contain words like "field" or "user", and servers may echo it in another case)."""
+    for login in sorted({lg.strip() for lg in logins if lg and lg.strip()}, key=len, reverse=True):
+        text = re.sub(re.escape(login), LOGIN_PLACEHOLDER, text, flags=re.IGNORECASE)
+    return text
+
+
+def classify_row(
+    row: Mapping[str, Any], *, sent_login: str | None = None, duty_field: str | None = None
+) -> tuple[RowStatus, str]:
     """Classify one SyncByCommonNames response row, conservatively (contract section 2).
 
-    OK -> UPDATED. An Error whose text says the *user* does not exist -> NOT_FOUND; one that says the
-    service account may not update the user -> DENIED. Everything else (Partial, unknown status, errors
-    about attributes or values, missing status) -> ERROR with the server's text, so nothing unexpected is
-    ever counted as an expected outcome.
+    OK -> UPDATED. Any other status but Partial (Error, Failed, ...) whose text, with the logins
+    removed, says the *user* does not exist -> NOT_FOUND; that the service account may not update the
+    user -> DENIED. Everything else (Partial, no status, texts naming an attribute, a value, a format, a
+    date or `duty_field`, texts matching both or neither) -> ERROR with the server's text, so nothing
+    unexpected is ever counted as an expected outcome.
     """
     status = str(_lookup(row, ":SyncStatus") or "").strip()
     details = str(_lookup(row, ":SyncDetails") or "").strip()
@@ -264,14 +366,18 @@ def classify_row(row: Mapping[str, Any]) -> tuple[RowStatus, str]:
         return RowStatus.UPDATED, details or "OK"
     if not status:
         return RowStatus.ERROR, f"no :SyncStatus in the response row ({details or 'no details'})"
-    if status.casefold() == "error":
-        # The login itself may contain words like "field" or "user": judge the text without it.
-        login = str(_lookup(row, LOGIN_FIELD) or "").strip()
-        text = details.replace(login, "<login>") if login else details
-        if not _ABOUT_DATA.search(text):
-            if _NOT_FOUND.search(text):
+    if status.casefold() != "partial":
+        echoed = _lookup(row, LOGIN_FIELD)
+        text = _without_logins(details, [sent_login or "", "" if echoed is None else str(echoed)])
+        about_data = _ABOUT_DATA.search(text) or (
+            duty_field and duty_field.strip() and duty_field.strip().casefold() in text.casefold()
+        )
+        if not about_data:
+            not_found = _NOT_FOUND.search(text) is not None
+            denied = _DENIED.search(text) is not None
+            if not_found and not denied:
                 return RowStatus.NOT_FOUND, details
-            if _DENIED.search(text):
+            if denied and not not_found:
                 return RowStatus.DENIED, details
     return RowStatus.ERROR, f"{status}: {details}" if details else status
 
@@ -383,30 +489,49 @@ def proxy_for(url: str) -> str | None:
 # ---------------------------------------------------------------- the client
 
 
+def _secret_forms(secret: str) -> set[str]:
+    """The ways a secret can come back in server text: as is, form-encoded (quote_plus, quote) and
+    JSON-escaped (with and without escaped slashes)."""
+    escaped = json.dumps(secret)[1:-1]
+    forms = {secret, quote_plus(secret), quote(secret, safe=""), quote(secret), escaped, escaped.replace("/", "\\/")}
+    return {form for form in forms if form}
+
+
 class _Redactor:
     """Removes every secret this client knows from text that came from outside (server bodies, errors)."""
 
-    def __init__(self, *secrets: str):
+    MAX_TOKENS = 50
+
+    def __init__(self, *credentials: str):
         self._lock = threading.Lock()
-        self._secrets: list[str] = [s for s in secrets if s]
+        # The credentials stay for the client's life; tokens are bounded to the latest ones.
+        self._credentials: set[str] = set().union(*(_secret_forms(c) for c in credentials if c))
+        self._tokens: list[str] = []
 
     def add(self, secret: str | None) -> None:
         if secret:
             with self._lock:
-                if secret not in self._secrets:
-                    self._secrets.append(secret)
-                    # Keep the list bounded: the two credentials plus the latest tokens.
-                    if len(self._secrets) > 50:
-                        del self._secrets[2:12]
+                if secret not in self._tokens:
+                    self._tokens.append(secret)
+                    if len(self._tokens) > self.MAX_TOKENS:
+                        del self._tokens[:10]
 
     def __call__(self, text: str) -> str:
         text = _BEARER.sub(r"\1***", text)
         text = _TOKEN_JSON.sub(r"\1***\2", text)
+        text = _FORM_SECRET.sub(r"\1=***", text)
         with self._lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
-        for secret in secrets:
+            forms = set(self._credentials)
+            for token in self._tokens:
+                forms |= _secret_forms(token)
+        for secret in sorted(forms, key=len, reverse=True):
             text = text.replace(secret, "***")
         return text
+
+    def quoted(self, text: str) -> str:
+        """Redacted, then shortened and whitespace-collapsed for quoting, then redacted again: cutting
+        first could leave a secret's prefix, and collapsing could join a secret split by a line break."""
+        return self(_quote(self(text)))
 
 
 class AtHocClient:
@@ -540,97 +665,168 @@ class AtHocClient:
         criteria: str | None = None,
         deadline: float | None = None,
         on_page: Callable[[int, int | None], None] | None = None,
+        max_retries: int | None = None,
     ) -> list[dict[str, Any]]:
         """Every user (with LOGIN_ID and `fields`) exactly once, in the order the server listed them.
 
-        Works whether the server reads `Offset` as a page index or a record offset: Offset=0 then
-        Offset=1; if the second page overlaps the first, offsets are records, else pages. Stops on an
-        empty page or on reaching TotalUsers; a page that adds nothing new while users are still
-        missing is a misbehaving server and raises (a partial list is never returned as complete).
-        Raises AtHocError on any failure. `on_page(fetched_so_far, total_users)` after each page.
+        Works whether the server reads `Offset` as a page index (0- or 1-based) or a record offset:
+        after Offset=0 the probe Offset=1 overlapping the first page means records, repeating it exactly
+        means 1-based page numbers (confirmed by Offset=2), no overlap means page indexes. A page shorter
+        than the Limit asked while more users may exist means the server caps Limit: later pages ask for
+        the size it gives, so that page indexes count pages of the size the server uses. Stops on an
+        empty page, on reaching TotalUsers, and on a page that adds nothing new (which raises when
+        TotalUsers says users are missing: a partial list is never returned as complete). Rows without
+        LOGIN_ID are skipped and counted (one WARNING per call). Raises AtHocError on any failure.
+        `on_page(fetched_so_far, total_users)` after each page; `max_retries` overrides the setting.
         """
         started = self._clock()
         wanted = list(dict.fromkeys([LOGIN_FIELD, *fields]))
         users: dict[str, dict[str, Any]] = {}
-        mode: str | None = None  # "page" or "record" once detected
-        first_page_keys: set[str] = set()
-        first_page_size = 0
+        login_less: set[str] = set()  # distinct rows without LOGIN_ID (skipped, counted)
+        limit = max(1, self.settings.page_size)
+        mode: str | None = None  # "page", "page1" or "record" once the probe told
+        stage = "first"  # "first" (Offset=0), "probe" (Offset=1), "probe2" (Offset=2 after a repeat), "walk"
+        first_page: list[str] = []
         offset = 0
         requests_made = 0
         total: int | None = None
         while True:
-            rows, total_now = self._search_page(wanted, criteria, offset, deadline)
+            asked = limit
+            rows, total_now = self._search_page(wanted, criteria, offset, deadline, limit=asked, retries=max_retries)
             requests_made += 1
             if total_now is not None:
                 total = total_now
-            keys = [self._user_key(row) for row in rows]
+            identities: list[str] = []
             new = 0
-            for key, row in zip(keys, rows, strict=True):
-                if key not in users:
-                    users[key] = row
-                    new += 1
+            for row in rows:
+                login = _login_of(row)
+                if login is None:
+                    identity = "\x00" + _row_fingerprint(row)  # cannot collide with a login
+                    if identity not in login_less:
+                        login_less.add(identity)
+                        new += 1
+                else:
+                    identity = login
+                    if login not in users:
+                        users[login] = row
+                        new += 1
+                identities.append(identity)
             if on_page is not None:
                 on_page(len(users), total)
             if not rows:
                 break
-            if total is not None and len(users) >= total:
+            if stage == "first":
+                start = 0
+                first_page = identities
+            elif stage == "probe":
+                if identities == first_page:
+                    # The first page again: Offset may be a 1-based page number (or ignored); Offset=2 tells.
+                    stage, offset = "probe2", 2
+                    continue
+                # Record offsets make the probe repeat all but one user of the first page; page indexes
+                # repeat none (or a few, if users were added while paging): judge by the size of the overlap.
+                overlap = len(set(first_page).intersection(identities))
+                mode = "record" if overlap >= max(1.0, (min(len(rows), len(first_page)) - 1) / 2) else "page"
+                start = 1 if mode == "record" else asked
+            elif stage == "probe2":
+                mode = "page1"
+                start = asked
+            else:
+                start = _page_start(mode, offset, asked)
+            position = start + len(rows)  # index, in the server's list, of the first user not read yet
+            seen = len(users) + len(login_less)
+            if total is not None and (seen >= total or position >= total):
                 break
             if new == 0:
                 if total is None:
+                    if stage == "probe2":
+                        log.warning(
+                            "%s: Offset 0, 1 and 2 all answered the same %d users and there is no TotalUsers: "
+                            "taking them as the whole list",
+                            SEARCH_KIND,
+                            len(rows),
+                        )
                     break  # no TotalUsers to compare with: a page with nothing new is the end
                 raise AtHocError(
-                    f"{SEARCH_KIND}: paging made no progress at Offset={offset} with {len(users)} of "
+                    f"{SEARCH_KIND}: paging made no progress at Offset={offset} with {seen} of "
                     f"{total} users (the server repeats pages)",
                     kind="protocol",
                     transient=True,
                 )
-            if offset == 0:
-                first_page_keys = set(keys)
-                first_page_size = len(rows)
-                offset = 1  # the probe that tells page index from record offset
-                continue
-            if mode is None:
-                # Record offsets make the probe repeat all but one user of the first page; page indexes
-                # repeat none (or a few, if users were added while paging): judge by the size of the overlap.
-                overlap = len(first_page_keys.intersection(keys))
-                mode = "record" if overlap >= max(1.0, (min(len(rows), first_page_size) - 1) / 2) else "page"
-            offset = offset + len(rows) if mode == "record" else offset + 1
-            limit = 2 * math.ceil(total / max(1, first_page_size)) + 5 if total is not None else MAX_PAGES_WITHOUT_TOTAL
-            if requests_made >= limit:
+            if len(rows) < asked:
+                limit = len(rows)  # fewer than asked while more may exist: the server caps Limit
+            if stage == "first":
+                stage, offset = "probe", 1
+            else:
+                stage = "walk"
+                offset = _next_offset(mode, position, limit)
+            max_requests = 2 * math.ceil(total / limit) + 5 if total is not None else MAX_PAGES_WITHOUT_TOTAL
+            if requests_made >= max_requests:
                 raise AtHocError(
                     f"{SEARCH_KIND}: paging did not finish after {requests_made} requests "
                     f"({len(users)} of {total} users)",
                     kind="protocol",
                     transient=True,
                 )
-        if total is not None and len(users) != total:
+        if login_less:
+            log.warning(
+                "%s: skipped %d user rows without %s (users AtHoc cannot update by login)",
+                SEARCH_KIND,
+                len(login_less),
+                LOGIN_FIELD,
+            )
+        seen = len(users) + len(login_less)
+        if total is not None and seen != total:
             log.warning(
                 "%s: the server reported TotalUsers=%d but listed %d users (users changed while paging?)",
                 SEARCH_KIND,
                 total,
-                len(users),
+                seen,
             )
-        meaning = {"page": "page index", "record": "record offset", None: "not needed"}[mode]
+        meaning = {"page": "page index", "page1": "1-based page number", "record": "record offset", None: "not needed"}
         log.info(
-            "%s: %d users in %d requests (Offset read as %s), %.1f s",
+            "%s: %d users in %d requests (Offset read as %s, %d per page), %.1f s",
             SEARCH_KIND,
             len(users),
             requests_made,
-            meaning,
+            meaning[mode],
+            limit,
             self._clock() - started,
         )
         return list(users.values())
 
     def attribute_readable(self, name: str, *, deadline: float | None = None) -> AttributeCheck:
         """Whether search can read attribute `name` (one row). A 400 naming it -> not readable, with the
-        server's text; other failures raise AtHocError."""
+        server's text; other failures raise AtHocError.
+
+        A server that ignores unknown Fields answers 200 without the key: rows that carry other keys but
+        not `name` (case-insensitively) make it not readable, unless a search with Criteria `name pr`
+        returns the key (a server that leaves empty values out of its rows).
+        """
         try:
-            self._search_page([LOGIN_FIELD, name], None, 0, deadline, limit=1)
+            rows, _ = self._search_page([LOGIN_FIELD, name], None, 0, deadline, limit=1)
         except AtHocError as error:
             if error.status == 400:
                 return AttributeCheck(name, False, str(error))
             raise
-        return AttributeCheck(name, True, "readable")
+        if not rows:
+            return AttributeCheck(name, True, "readable (no users to read it from)")
+        if any(_has_key(row, name) for row in rows) or not any(row for row in rows):
+            return AttributeCheck(name, True, "readable")
+        refused = ""
+        try:
+            present, _ = self._search_page([LOGIN_FIELD, name], f"{name} pr", 0, deadline, limit=1)
+        except AtHocError as error:
+            if error.transient or isinstance(error, AtHocAuthError):
+                raise
+            present, refused = [], f"; a search with Criteria '{name} pr' was refused too ({error})"
+        if any(_has_key(row, name) for row in present):
+            return AttributeCheck(name, True, "readable (the server leaves empty values out of its rows)")
+        return AttributeCheck(
+            name,
+            False,
+            f"the server returned no such field in {len(rows)} rows: check the common name{refused}",
+        )
 
     def check_connection(self) -> ConnectionInfo:
         """Get a fresh token with the password grant and describe the path (for the `check` command).
@@ -688,41 +884,68 @@ class AtHocClient:
         return rows, counter.count, None
 
     def _match_rows(self, chunk: list[tuple[str, str]], response: requests.Response) -> list[RowResult]:
-        """Pair response rows with the logins sent; a response that does not echo them fails the chunk."""
+        """Pair response rows with the logins sent, by the echoed LOGIN_ID (case and spaces ignored).
+
+        A login without a row of its own is MISSING (not confirmed, retried), never confirmed by position:
+        its detail quotes the rows that named no login sent. A response that is not a JSON array fails
+        the chunk.
+        """
         try:
-            payload = response.json()
+            payload = decode_json(response.content)
         except ValueError:
             raise self._protocol_error(f"{SYNC_KIND}: the response is not JSON") from None
         if not isinstance(payload, list):
             raise self._protocol_error(
                 f"{SYNC_KIND}: the response is a JSON {type(payload).__name__}, not an array of rows"
             )
-        sent = [login for login, _ in chunk if login.strip()]
-        if len(payload) > len(sent):
-            raise self._protocol_error(f"{SYNC_KIND}: {len(payload)} rows answered for {len(sent)} users sent")
+        sent_counts = Counter(login.strip().casefold() for login, _ in chunk if login.strip())
         by_login: dict[str, list[Mapping[str, Any]]] = {}
-        sent_keys = {login.strip().casefold() for login in sent}
+        unattributed: list[str] = []  # texts of rows that name no login sent
         for row in payload:
-            login = _lookup(row, LOGIN_FIELD) if isinstance(row, Mapping) else None
-            key = str(login).strip().casefold() if login is not None else None
-            if key is None or key not in sent_keys:
-                raise self._protocol_error(
-                    f"{SYNC_KIND}: the response does not echo the logins sent "
-                    f"(a row for {self._redact(_quote(str(login)))!r})"
-                )
-            by_login.setdefault(key, []).append(row)
+            echoed = _lookup(row, LOGIN_FIELD) if isinstance(row, Mapping) else None
+            key = str(echoed).strip().casefold() if echoed is not None else ""
+            if isinstance(row, Mapping) and key in sent_counts:
+                by_login.setdefault(key, []).append(row)
+                continue
+            if not isinstance(row, Mapping):
+                unattributed.append(f"a row that is not an object: {self._redact.quoted(str(row))}")
+                continue
+            status, detail = classify_row(row, duty_field=self.settings.duty_field)
+            who = f"LOGIN_ID {self._redact.quoted(str(echoed))!r}" if key else f"no {LOGIN_FIELD}"
+            unattributed.append(f"{who}: {'OK' if status is RowStatus.UPDATED else detail}")
+        if unattributed:
+            log.warning(
+                "%s: %d response rows name no login sent (their users stay unconfirmed): %s",
+                SYNC_KIND,
+                len(unattributed),
+                self._redact.quoted("; ".join(unattributed)),
+            )
+        missing_detail = "not in the response: not confirmed"
+        if unattributed:
+            missing_detail += f"; {len(unattributed)} rows named no login sent: " + "; ".join(unattributed)
         results = []
         for login, value in chunk:
             if not login.strip():
                 results.append(RowResult(login, value, RowStatus.ERROR, "empty LOGIN_ID, not sent"))
                 continue
-            queue = by_login.get(login.strip().casefold())
+            key = login.strip().casefold()
+            queue = by_login.get(key)
             if not queue:
-                results.append(RowResult(login, value, RowStatus.MISSING, "not in the response: not confirmed"))
+                results.append(RowResult(login, value, RowStatus.MISSING, self._redact.quoted(missing_detail)))
                 continue
-            status, detail = classify_row(queue.pop(0))
-            results.append(RowResult(login, value, status, self._redact(_quote(detail))))
+            status, detail = self._classify_rows_of(login, queue, sent_counts[key])
+            results.append(RowResult(login, value, status, self._redact.quoted(detail)))
         return results
+
+    def _classify_rows_of(self, login: str, queue: list[Mapping[str, Any]], times_sent: int) -> tuple[RowStatus, str]:
+        """The outcome for one occurrence of `login`, taking its next row; more rows than the login was
+        sent that disagree are an ERROR (which of them is true is unknown)."""
+        if len(queue) > times_sent:
+            outcomes = [classify_row(row, sent_login=login, duty_field=self.settings.duty_field) for row in queue]
+            if len({status for status, _ in outcomes}) > 1:
+                texts = "; ".join(f"{status.value}: {detail}" for status, detail in outcomes)
+                return RowStatus.ERROR, f"{len(queue)} conflicting rows in the response for this login ({texts})"
+        return classify_row(queue.pop(0), sent_login=login, duty_field=self.settings.duty_field)
 
     def _protocol_error(self, message: str) -> AtHocError:
         # A reply we cannot trust is a failure of the file (retried later, counted), never a silent success.
@@ -731,7 +954,14 @@ class AtHocClient:
     # ---------------------------------------------------------------- search internals
 
     def _search_page(
-        self, fields: list[str], criteria: str | None, offset: int, deadline: float | None, *, limit: int | None = None
+        self,
+        fields: list[str],
+        criteria: str | None,
+        offset: int,
+        deadline: float | None,
+        *,
+        limit: int | None = None,
+        retries: int | None = None,
     ) -> tuple[list[dict[str, Any]], int | None]:
         params: dict[str, str] = {
             "Fields": ",".join(fields),
@@ -741,27 +971,30 @@ class AtHocClient:
         if criteria:
             params["Criteria"] = criteria
         response = self._call(
-            SEARCH_KIND, "GET", f"{self._org_path}/users/search/basic", params=params, deadline=deadline
+            SEARCH_KIND,
+            "GET",
+            f"{self._org_path}/users/search/basic",
+            params=params,
+            deadline=deadline,
+            retries=retries,
         )
         try:
-            payload = response.json()
+            payload = decode_json(response.content)
         except ValueError:
             raise self._protocol_error(f"{SEARCH_KIND}: the response is not JSON") from None
-        users = _lookup(payload, "Users") if isinstance(payload, Mapping) else None
-        if not isinstance(users, list) or not all(isinstance(user, dict) for user in users):
+        if not isinstance(payload, Mapping):
             raise self._protocol_error(f"{SEARCH_KIND}: the response has no Users array")
         total = _lookup(payload, "TotalUsers")
         try:
             total_users = int(total) if total is not None and not isinstance(total, bool) else None
         except (TypeError, ValueError):
             total_users = None
+        users = _lookup(payload, "Users")
+        if users is None and (_has_key(payload, "Users") or total_users == 0):
+            users = []  # "Users": null, or no Users at all beside TotalUsers 0: an empty page
+        if not isinstance(users, list) or not all(isinstance(user, dict) for user in users):
+            raise self._protocol_error(f"{SEARCH_KIND}: the response has no Users array")
         return users, total_users
-
-    def _user_key(self, row: Mapping[str, Any]) -> str:
-        login = _lookup(row, LOGIN_FIELD)
-        if login is None or not str(login).strip():
-            raise self._protocol_error(f"{SEARCH_KIND}: a user row without {LOGIN_FIELD}")
-        return str(login)
 
     # ---------------------------------------------------------------- token
 
@@ -825,7 +1058,7 @@ class AtHocClient:
 
     def _parse_token(self, response: requests.Response) -> _Token:
         try:
-            payload = response.json()
+            payload = decode_json(response.content)
         except ValueError:
             raise self._protocol_error("token endpoint: the response is not JSON") from None
         access = payload.get("access_token") if isinstance(payload, dict) else None
@@ -848,15 +1081,16 @@ class AtHocClient:
     def _token_error(self, response: requests.Response) -> AtHocError:
         """400/401 from the token endpoint: name the cause from `error` (and error_description, redacted)."""
         try:
-            payload = response.json()
+            payload = decode_json(response.content)
         except ValueError:
             payload = None
         code = str(payload.get("error", "")) if isinstance(payload, dict) else ""
         description = str(payload.get("error_description", "") or "") if isinstance(payload, dict) else ""
-        description = self._redact(_quote(description))
+        description = self._redact.quoted(description)
         cause = _TOKEN_ERROR_CAUSES.get(code, "the token request was refused")
         org = self.settings.org_code
-        if _WRONG_ORG_HINTS.search(description):
+        # Only the server's own words count: an echoed form always contains acr_values=tenant%3A...
+        if _WRONG_ORG_HINTS.search(_FORM_PAIR.sub(" ", description)):
             # IdentityServer answers a wrong acr_values tenant with invalid_grant + a description.
             cause = f"wrong ATHOC_ORG_CODE {org!r} (tenant), or the account does not belong to it"
         elif code == "invalid_client":
@@ -926,7 +1160,18 @@ class AtHocClient:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
             if not failure.transient or retry >= max_retries:
                 raise failure
-            wait = retry_wait(retry, retry_after, rng=self._random.random)
+            if retry_after is not None and retry_after > RETRY_AFTER_CAP_SECONDS:
+                # Sleeping the cap would only retry into a certain 429/503, and sleeping the whole
+                # Retry-After would hold the function (and the batch lock) for minutes even when the
+                # budget allows it: the call fails transiently now and the file's next attempt comes later.
+                raise AtHocError(
+                    f"{failure} (the server asks to wait {retry_after:.0f} s, more than the "
+                    f"{RETRY_AFTER_CAP_SECONDS:.0f} s a call waits: retrying later)",
+                    kind=failure.kind,
+                    transient=True,
+                    status=failure.status,
+                )
+            wait = retry_wait(retry, retry_after, rng=self._random.random, throttled=failure.status == 429)
             if self._clock() + wait + MIN_REQUEST_SECONDS > end:
                 raise AtHocError(
                     f"{failure} (no time left to retry within the budget)",
@@ -991,11 +1236,11 @@ class AtHocClient:
             ) from None
         except requests.exceptions.ProxyError as error:
             raise AtHocError(
-                f"{method} {path}: proxy error ({self._redact(_quote(str(error)))})", kind="network", transient=True
+                f"{method} {path}: proxy error ({self._redact.quoted(str(error))})", kind="network", transient=True
             ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
             raise AtHocError(
-                f"{method} {path}: connection failed or dropped ({self._redact(_quote(str(error)))})",
+                f"{method} {path}: connection failed or dropped ({self._redact.quoted(str(error))})",
                 kind="network",
                 transient=True,
             ) from None
@@ -1003,7 +1248,7 @@ class AtHocClient:
             raise AtHocAuthError(f"ATHOC_SERVER_URL {self._base!r} is not a usable URL", kind="client") from None
         except requests.exceptions.RequestException as error:
             raise AtHocError(
-                f"{method} {path}: {error.__class__.__name__} ({self._redact(_quote(str(error)))})",
+                f"{method} {path}: {error.__class__.__name__} ({self._redact.quoted(str(error))})",
                 kind="network",
                 transient=True,
             ) from None
@@ -1013,7 +1258,7 @@ class AtHocClient:
         return response
 
     def _tls_error(self, error: Exception) -> AtHocError:
-        text = self._redact(_quote(str(error)))
+        text = self._redact.quoted(str(error))
         lowered = text.lower()
         if any(marker in lowered for marker in _TLS_VERSION_MARKERS):
             return AtHocAuthError(
@@ -1066,16 +1311,16 @@ class AtHocClient:
     def _body_text(self, response: requests.Response) -> str:
         """A short, redacted explanation from an error body (JSON message fields, else the text)."""
         try:
-            payload = response.json()
+            payload = decode_json(response.content)
         except ValueError:
             payload = None
         if isinstance(payload, dict):
             for key in ("Message", "message", "error_description", "error", "title", "detail", "Detail"):
                 value = payload.get(key)
                 if value:
-                    return self._redact(_quote(str(value)))
-        text = response.text if "html" not in response.headers.get("Content-Type", "") else ""
-        return self._redact(_quote(text))
+                    return self._redact.quoted(str(value))
+        text = _body_as_text(response) if "html" not in response.headers.get("Content-Type", "") else ""
+        return self._redact.quoted(text)
 
 
 class _OutOfTime(Exception):

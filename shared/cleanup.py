@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.athoc_client import LOGIN_FIELD, AtHocError, RowStatus
+from shared.athoc_client import LOGIN_FIELD, AtHocAuthError, AtHocError, RowStatus
 from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.mapping_sync import field_value
 from shared.runtime import Runtime
@@ -361,16 +361,25 @@ def _find_and_clear(runtime: Runtime, run: _Run, clock: datetime, lock_lost: Any
         run.fail(message)
 
 
+# The Criteria search is an optimisation: one retry at most, so a server that cannot do it is left quickly.
+CRITERIA_SEARCH_RETRIES = 1
+# Failures that reading every user would meet again: credentials, TLS, or no time left.
+_NO_FALLBACK_KINDS = frozenset({"auth", "tls", "budget"})
+
+
 def _users_with_duty(runtime: Runtime, run: _Run) -> list[dict[str, Any]]:
     duty_field = runtime.settings.athoc.duty_field
     try:
-        users = runtime.athoc.search_users([duty_field], criteria=f"{duty_field} pr")
+        users = runtime.athoc.search_users(
+            [duty_field], criteria=f"{duty_field} pr", max_retries=CRITERIA_SEARCH_RETRIES
+        )
         run.search = "criteria"
         return users
     except AtHocError as error:
-        if error.status != 400:
+        if isinstance(error, AtHocAuthError) or error.kind in _NO_FALLBACK_KINDS:
             raise
-        log.info("the server refused Criteria '%s pr' (%s): reading every user instead", duty_field, error)
+        # Criteria support is unverified (400, 404, 422, 501, a 500 ...): filter client-side instead.
+        log.warning("the search with Criteria '%s pr' failed (%s): reading every user instead", duty_field, error)
     run.search = "all users"
     return runtime.athoc.search_users([duty_field])
 

@@ -10,7 +10,13 @@ Choices a caller may rely on (the real server is unverified on these points):
 - Search: every user object carries ``LOGIN_ID``, ``USER_ID`` and every requested field; a field the
   user has no value for is ``null``. Users come in ``USER_ID`` order. Field names and ``eq`` values
   match exactly (case-sensitive). ``offset_mode="ignore"`` is a misbehaving server that always answers
-  the first page (to test client loop guards).
+  the first page (to test client loop guards); ``"page1"`` reads Offset as a 1-based page number
+  (Offset 0 and 1 both answer the first page).
+- Switchable behaviours of other servers (``configure(...)``, or ``POST /__sim__/configure``): the JSON
+  wire format (Content-Type, BOM, raw UTF-8 instead of ``\\u`` escapes), page skipping by the requested
+  rather than the capped Limit, no ``TotalUsers``, an empty page as ``"Users": null`` or without
+  ``Users``, Criteria answered with a status, unknown Fields ignored instead of 400, null values left
+  out of user objects. ``add_login_less_user`` seeds a search row without a usable ``LOGIN_ID``.
 - Sync: a row with any error applies nothing, unless ``AllowPartialUpdate=true`` is sent and at least
   one attribute is valid: then the valid ones are applied and the row says ``Partial``. ``null`` values
   are accepted and stored (and recorded in history) as ``None``, so a client that sends ``null``
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import codecs
 import contextlib
 import itertools
 import json
@@ -50,7 +57,12 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 KINDS = ("discovery", "token", "search", "sync", "control", "other")
-MALFORM_MODES = ("not_json", "object", "drop_rows", "wrong_logins")
+MALFORM_MODES = ("not_json", "object", "drop_rows", "wrong_logins", "anonymous_errors", "conflicting_rows")
+OFFSET_MODES = ("page", "page1", "record", "ignore")
+# How a page without users lists them: [] (what production clients saw), null, or no Users key at all.
+EMPTY_USERS_FORMS = ("list", "null", "missing")
+# A seeded user whose search row has no LOGIN_ID key at all (add_login_less_user).
+OMIT_LOGIN = object()
 ALLOWED_SCOPES = frozenset({"openid", "profile", "athoc.iws.web.api", "offline_access"})
 API_SCOPE = "athoc.iws.web.api"
 # Attributes every org has, besides the duty and collar fields and any seeded attribute.
@@ -87,8 +99,31 @@ class _Fault:
     after_apply: bool = False
 
 
+@dataclass(frozen=True)
+class JsonWire:
+    """How JSON answers are put on the wire (control answers always use the default)."""
+
+    content_type: str = "application/json; charset=utf-8"
+    bom: bool = False  # a UTF-8 byte order mark before the JSON text
+    ascii_only: bool = True  # non-ASCII as \u escapes; False: raw UTF-8 bytes
+
+    def encode(self, payload: Any) -> bytes:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=self.ascii_only).encode("utf-8")
+        return codecs.BOM_UTF8 + body if self.bom else body
+
+
+DEFAULT_WIRE = JsonWire()
+
+
+class _Keep:
+    """configure(): an argument left out (None is a value for criteria_status)."""
+
+
+_KEEP = _Keep()
+
+
 class _Reply:
-    """An HTTP answer built by a route, sent by the handler."""
+    """An HTTP answer built by a route, sent by the handler (JSON payloads are encoded when sent)."""
 
     def __init__(
         self,
@@ -96,13 +131,19 @@ class _Reply:
         payload: Any = None,
         *,
         raw: bytes | None = None,
-        content_type: str = "application/json; charset=utf-8",
+        content_type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.status = status
-        self.body = raw if raw is not None else json.dumps(payload, separators=(",", ":")).encode()
+        self.payload = payload
+        self.raw = raw
         self.content_type = content_type
         self.headers = headers or {}
+
+    def encode(self, wire: JsonWire) -> tuple[bytes, str]:
+        if self.raw is not None:
+            return self.raw, self.content_type or "application/octet-stream"
+        return wire.encode(self.payload), self.content_type or wire.content_type
 
 
 class _ClientError(Exception):
@@ -223,8 +264,8 @@ class AtHocSimulator:
         port: int = 0,
         attributes: Iterable[str] = (),
     ) -> None:
-        if offset_mode not in ("page", "record", "ignore"):
-            raise ValueError("offset_mode must be 'page', 'record' or 'ignore'")
+        if offset_mode not in OFFSET_MODES:
+            raise ValueError(f"offset_mode must be one of {OFFSET_MODES}")
         self.org_code = org_code
         self.client_id = client_id
         self.client_secret = client_secret
@@ -238,6 +279,15 @@ class AtHocSimulator:
         self.supports_presence = supports_presence
         self.max_limit = max_limit
         self.latency = 0.0
+        # Behaviours of servers that differ from the default (see configure()).
+        self.json_wire = DEFAULT_WIRE
+        self.page_skip_by_requested_limit = False
+        self.omit_total_users = False
+        self.empty_users_as = "list"
+        self.criteria_status: int | None = None
+        self.ignore_unknown_fields = False
+        self.omit_null_fields = False
+        self.token_errors_echo_request = False
         self.host = host
         self.port = port
         self._lock = threading.RLock()
@@ -333,6 +383,19 @@ class AtHocSimulator:
         self._attributes.update(attributes)
         return user["USER_ID"]
 
+    def add_login_less_user(self, login: Any = None, **attributes: Any) -> int:
+        """A user whose search row has LOGIN_ID `login` (None, "" or another unusable value), or no
+        LOGIN_ID key at all with `login=OMIT_LOGIN`; returns its USER_ID. Sync never matches it."""
+        with self._lock:
+            user_id = next(self._next_id)
+            user: dict[str, Any] = {"USER_ID": user_id, **attributes}
+            if login is not OMIT_LOGIN:
+                user["LOGIN_ID"] = login
+            # A key no real login can equal, so SyncByCommonNames never finds this user.
+            self._users[f"\x00login-less-{user_id}"] = user
+            self._attributes.update(attributes)
+            return user_id
+
     def remove_user(self, login: str) -> None:
         with self._lock:
             self._users.pop(login, None)
@@ -380,6 +443,64 @@ class AtHocSimulator:
     def allow(self, login: str) -> None:
         with self._lock:
             self._denied.discard(login)
+
+    # --- behaviours --------------------------------------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        offset_mode: str | None = None,
+        json_content_type: str | None = None,
+        json_bom: bool | None = None,
+        json_ascii_only: bool | None = None,
+        page_skip_by_requested_limit: bool | None = None,
+        omit_total_users: bool | None = None,
+        empty_users_as: str | None = None,
+        criteria_status: int | _Keep | None = _KEEP,
+        ignore_unknown_fields: bool | None = None,
+        omit_null_fields: bool | None = None,
+        token_errors_echo_request: bool | None = None,
+    ) -> None:
+        """Switch behaviours of differently-built servers; arguments left out keep their value.
+
+        `criteria_status`: every search with Criteria answers this HTTP status (None: evaluated normally).
+        `page_skip_by_requested_limit`: Offset as page index skips pages of the *requested* Limit even
+        when `max_limit` caps the page, so a client that keeps asking for more than the cap skips users.
+        `token_errors_echo_request`: token errors quote the raw form body (password and all) in
+        error_description, as some servers' diagnostics do.
+        """
+        if offset_mode is not None and offset_mode not in OFFSET_MODES:
+            raise ValueError(f"offset_mode must be one of {OFFSET_MODES}")
+        if empty_users_as is not None and empty_users_as not in EMPTY_USERS_FORMS:
+            raise ValueError(f"empty_users_as must be one of {EMPTY_USERS_FORMS}")
+        if not isinstance(criteria_status, _Keep) and criteria_status is not None:
+            if isinstance(criteria_status, bool) or not isinstance(criteria_status, int):
+                raise ValueError("criteria_status must be an HTTP status or None")
+            if not 400 <= criteria_status <= 599:
+                raise ValueError("criteria_status must be a 4xx or 5xx status")
+        with self._lock:
+            if offset_mode is not None:
+                self.offset_mode = offset_mode
+            wire = self.json_wire
+            self.json_wire = JsonWire(
+                content_type=wire.content_type if json_content_type is None else json_content_type,
+                bom=wire.bom if json_bom is None else bool(json_bom),
+                ascii_only=wire.ascii_only if json_ascii_only is None else bool(json_ascii_only),
+            )
+            if page_skip_by_requested_limit is not None:
+                self.page_skip_by_requested_limit = bool(page_skip_by_requested_limit)
+            if omit_total_users is not None:
+                self.omit_total_users = bool(omit_total_users)
+            if empty_users_as is not None:
+                self.empty_users_as = empty_users_as
+            if not isinstance(criteria_status, _Keep):
+                self.criteria_status = criteria_status
+            if ignore_unknown_fields is not None:
+                self.ignore_unknown_fields = bool(ignore_unknown_fields)
+            if omit_null_fields is not None:
+                self.omit_null_fields = bool(omit_null_fields)
+            if token_errors_echo_request is not None:
+                self.token_errors_echo_request = bool(token_errors_echo_request)
 
     # --- faults ------------------------------------------------------------------------------------
 
@@ -490,9 +611,11 @@ class AtHocSimulator:
                 answer["refresh_token"] = refresh
         return answer
 
-    def _token(self, form: dict[str, str], basic: tuple[str, str] | None) -> _Reply:
+    def _token(self, form: dict[str, str], basic: tuple[str, str] | None, raw_form: str = "") -> _Reply:
         def error(code: str, description: str | None = None) -> _Reply:
             body = {"error": code}
+            if self.token_errors_echo_request:
+                description = f"{description or code}; request: {raw_form}"
             if description:
                 body["error_description"] = description
             return _Reply(400, body, headers={"Cache-Control": "no-store"})
@@ -544,27 +667,42 @@ class AtHocSimulator:
             known = set(self._attributes)
         fields_param = query.get("fields")
         fields = [f.strip() for f in fields_param.split(",") if f.strip()] if fields_param else ["LOGIN_ID"]
-        for name in fields:
-            if name not in known:
-                raise _ClientError(400, f"Invalid field: attribute '{name}' does not exist")
-        limit = _int_param(query, "limit", DEFAULT_SEARCH_LIMIT, minimum=1)
-        limit = min(limit, self.max_limit)
+        unknown = [name for name in fields if name not in known]
+        if unknown and not self.ignore_unknown_fields:
+            raise _ClientError(400, f"Invalid field: attribute '{unknown[0]}' does not exist")
+        fields = [name for name in fields if name in known]
+        requested_limit = _int_param(query, "limit", DEFAULT_SEARCH_LIMIT, minimum=1)
+        limit = min(requested_limit, self.max_limit)
         offset = _int_param(query, "offset", 0, minimum=0)
         criteria_text = query.get("criteria")
+        if criteria_text and self.criteria_status is not None:
+            raise _ClientError(self.criteria_status, "Criteria is not supported by this server")
         criteria = _parse_criteria(criteria_text, known, self.supports_presence) if criteria_text else None
         with self._lock:
             if criteria is None:
                 matching = list(self._users.values())
             else:
                 matching = [user for user in self._users.values() if _matches(user, criteria)]
+            page_unit = requested_limit if self.page_skip_by_requested_limit else limit
             if self.offset_mode == "page":
-                start = offset * limit
+                start = offset * page_unit
+            elif self.offset_mode == "page1":  # 1-based page numbers; 0 is read as 1
+                start = max(offset - 1, 0) * page_unit
             elif self.offset_mode == "record":
                 start = offset
             else:  # "ignore": a misbehaving server
                 start = 0
-            page = [_project(user, fields) for user in matching[start : start + limit]]
-        return _Reply(200, {"Users": page, "TotalUsers": len(matching), "FetchedRecords": len(page)})
+            page = [_project(user, fields, self.omit_null_fields) for user in matching[start : start + limit]]
+            answer: dict[str, Any] = {"Users": page}
+            if not page and self.empty_users_as != "list":
+                if self.empty_users_as == "null":
+                    answer["Users"] = None
+                else:
+                    del answer["Users"]
+            if not self.omit_total_users:
+                answer["TotalUsers"] = len(matching)
+            answer["FetchedRecords"] = len(page)
+        return _Reply(200, answer)
 
     # --- protocol: sync ----------------------------------------------------------------------------
 
@@ -658,6 +796,14 @@ class AtHocSimulator:
             except (TypeError, ValueError, KeyError) as exc:
                 return _Reply(400, {"Message": f"bad fault request: {exc}"})
             return _Reply(200, {"ok": True})
+        if method == "POST" and action == "configure":
+            if not isinstance(body, dict):
+                return _Reply(400, {"Message": "expected a JSON object"})
+            try:
+                self.configure(**body)
+            except (TypeError, ValueError) as exc:
+                return _Reply(400, {"Message": f"bad configure request: {exc}"})
+            return _Reply(200, {"ok": True})
         if method == "POST" and action == "reset_log":
             self.reset_log()
             return _Reply(200, {"ok": True})
@@ -700,10 +846,18 @@ class AtHocSimulator:
             self.allow(login)
 
 
-def _project(user: dict[str, Any], fields: list[str]) -> dict[str, Any]:
-    item = {"LOGIN_ID": user["LOGIN_ID"], "USER_ID": user["USER_ID"]}
+def _project(user: dict[str, Any], fields: list[str], omit_null: bool = False) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if "LOGIN_ID" in user:  # absent only for a login-less user seeded with OMIT_LOGIN
+        item["LOGIN_ID"] = user["LOGIN_ID"]
+    item["USER_ID"] = user["USER_ID"]
     for name in fields:
-        item[name] = user.get(name)
+        if name in ("LOGIN_ID", "USER_ID"):
+            continue
+        value = user.get(name)
+        if value is None and omit_null:
+            continue
+        item[name] = value
     return item
 
 
@@ -865,9 +1019,10 @@ class _Handler(BaseHTTPRequestHandler):
             if "application/x-www-form-urlencoded" not in self.headers.get("Content-Type", "").lower():
                 entry.body = None
                 return _Reply(400, {"error": "invalid_request", "error_description": "form body expected"})
-            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+            raw_form = body.decode("utf-8", "replace")
+            form = dict(parse_qsl(raw_form, keep_blank_values=True))
             entry.body = _redact_form(form)
-            return sim._token(form, self._basic_auth())
+            return sim._token(form, self._basic_auth(), raw_form)
         if kind in ("search", "sync"):
             if kind == "sync":
                 entry.body = _json_or_none(body)
@@ -911,6 +1066,16 @@ class _Handler(BaseHTTPRequestHandler):
             return _Reply(200, {"Message": "simulated malformed answer", "Results": results})
         if fault.mode == "drop_rows":
             return _Reply(200, results[:-1])
+        if fault.mode == "conflicting_rows" and results:  # the first row again, with the other outcome
+            twin = dict(results[0])
+            ok = twin.get(":SyncStatus") == "OK"
+            twin.update({":SyncStatus": "Error" if ok else "OK", ":SyncDetails": "Internal error" if ok else "Updated"})
+            return _Reply(200, [*results, twin])
+        if fault.mode == "anonymous_errors":  # error rows do not say whose they are
+            for row in results:
+                if row.get(":SyncStatus") != "OK":
+                    row.pop("LOGIN_ID", None)
+            return _Reply(200, results)
         if results:  # wrong_logins: the first row names someone else
             results[0]["LOGIN_ID"] = f"not-{results[0].get('LOGIN_ID')}"
         return _Reply(200, results)
@@ -954,14 +1119,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: _Reply, entry: RecordedRequest) -> None:
         entry.status = reply.status
-        self.server.sim._record(entry)
+        sim = self.server.sim
+        sim._record(entry)
+        body, content_type = reply.encode(DEFAULT_WIRE if entry.kind == "control" else sim.json_wire)
         self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        self.wfile.write(body)
 
     def _drop(self, entry: RecordedRequest, body: bytes | None) -> None:
         if body is not None:
@@ -1015,7 +1182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--demo-users", type=int, default=0, metavar="N")
-    parser.add_argument("--offset-mode", choices=("page", "record", "ignore"), default="page")
+    parser.add_argument("--offset-mode", choices=OFFSET_MODES, default="page")
     parser.add_argument("--latency", type=float, default=0.0, metavar="S")
     parser.add_argument("--expires-in", type=int, default=3600, metavar="S")
     parser.add_argument("--max-limit", type=int, default=1000)

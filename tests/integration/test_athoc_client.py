@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import pytest
 import requests
@@ -34,7 +34,7 @@ from shared.athoc_client import (
     SyncReport,
 )
 from shared.settings import AtHocSettings
-from tools.athoc_sim import AtHocSimulator
+from tools.athoc_sim import OMIT_LOGIN, AtHocSimulator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -366,11 +366,18 @@ def test_retry_after_as_http_date(
     assert 2.5 <= fake_time.sleeps[0] <= 5.0
 
 
-def test_retry_after_is_capped_and_never_past_the_deadline(
+def test_retry_after_above_the_cap_fails_at_once_and_never_past_the_deadline(
     sim: AtHocSimulator, make_client: Callable[..., AtHocClient], fake_time: FakeTime
 ) -> None:
     client = make_client(sim, call_budget_seconds=300)
     sim.fail_next(1, status=429, retry_after=3600, kinds=("sync",))
+    report = client.sync_duty_values([("alice", WHEN)])
+    assert statuses(report) == [RowStatus.FAILED]
+    assert report.rows[0].transient and report.rows[0].kind == "throttled"
+    assert "3600 s" in report.rows[0].detail
+    assert fake_time.sleeps == [] and sim.count("sync") == 1  # no retry into a certain 429
+
+    sim.fail_next(1, status=429, retry_after=60, kinds=("sync",))  # at the cap: honoured
     assert statuses(client.sync_duty_values([("alice", WHEN)])) == [RowStatus.UPDATED]
     assert fake_time.sleeps == [60.0]
 
@@ -379,6 +386,18 @@ def test_retry_after_is_capped_and_never_past_the_deadline(
     assert statuses(report) == [RowStatus.FAILED]
     assert report.rows[0].transient and report.rows[0].kind == "throttled"
     assert fake_time.sleeps == [60.0]  # giving up at once beats sleeping past the deadline
+
+
+def test_429_without_retry_after_waits_at_least_a_second(
+    sim: AtHocSimulator, make_client: Callable[..., AtHocClient], fake_time: FakeTime
+) -> None:
+    client = make_client(sim)
+    sim.fail_next(3, status=429, kinds=("search",))
+    assert len(client.search_users([COLLAR])) == 4
+    assert len(fake_time.sleeps) == 3 and min(fake_time.sleeps) >= 1.0
+    sim.fail_next(1, status=503, kinds=("search",))  # other transient statuses keep plain full jitter
+    client.search_users([COLLAR])
+    assert 0 <= fake_time.sleeps[-1] <= 0.5
 
 
 def test_503_twice_then_success(
@@ -567,7 +586,7 @@ def test_rows_missing_from_the_answer_are_not_confirmed(
     assert statuses(report) == [RowStatus.UPDATED, RowStatus.NOT_FOUND, RowStatus.MISSING]
 
 
-@pytest.mark.parametrize("mode", ["not_json", "object", "wrong_logins"])
+@pytest.mark.parametrize("mode", ["not_json", "object"])
 def test_malformed_answers_fail_the_chunk(
     sim: AtHocSimulator, make_client: Callable[..., AtHocClient], fake_time: FakeTime, mode: str
 ) -> None:
@@ -663,7 +682,7 @@ def test_server_ignoring_offset_cannot_make_paging_loop(
         make_client(sim).search_users([COLLAR])
     assert caught.value.kind == "protocol"
     assert "1000 of 2500" in str(caught.value)
-    assert sim.count("search") == 2
+    assert [r.query["Offset"] for r in sim.requests if r.kind == "search"] == ["0", "1", "2"]
 
 
 def test_criteria_is_passed_through(sim: AtHocSimulator, make_client: Callable[..., AtHocClient]) -> None:
@@ -748,6 +767,222 @@ def test_total_users_wrong_or_absent_still_terminates(
     assert server.searches <= 5  # stopped by the empty page after the last one
     if reported_total is not None:
         assert "TotalUsers=10000 but listed 2500" in caplog.text
+
+
+# ---------------------------------------------------------------- servers that behave differently
+
+
+@pytest.mark.parametrize(
+    ("content_type", "bom"),
+    [
+        ("text/json", False),
+        ("text/plain", False),
+        ("application/json", False),
+        ("application/json; charset=utf-8", True),
+        ("application/json", True),
+    ],
+)
+def test_json_is_decoded_from_bytes_whatever_the_charset(
+    sim: AtHocSimulator, make_client: Callable[..., AtHocClient], content_type: str, bom: bool
+) -> None:
+    login = "josé.müller@force.example"
+    sim.add_user(login, collar="1")
+    sim.configure(json_content_type=content_type, json_bom=bom, json_ascii_only=False)
+    client = make_client(sim)
+    users = client.search_users([COLLAR])  # the token answer carries the BOM too
+    assert login in [u["LOGIN_ID"] for u in users]
+    report = client.sync_duty_values([(login, WHEN), ("gärtner@force.example", WHEN)])
+    assert statuses(report) == [RowStatus.UPDATED, RowStatus.NOT_FOUND]
+    assert "gärtner@force.example" in report.rows[1].detail
+    with pytest.raises(AtHocError) as caught:
+        client.search_users(["Größe"])  # an error body is decoded the same way
+    assert "Größe" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("offset_mode", "skip_by_requested"),
+    [("page", False), ("page", True), ("page1", False), ("page1", True), ("record", False)],
+)
+@pytest.mark.parametrize("omit_total", [False, True])
+def test_paging_adopts_the_page_size_the_server_caps_to(
+    make_sim: Callable[..., AtHocSimulator],
+    make_client: Callable[..., AtHocClient],
+    offset_mode: str,
+    skip_by_requested: bool,
+    omit_total: bool,
+) -> None:
+    sim = make_sim(offset_mode=offset_mode, max_limit=100)
+    sim.configure(page_skip_by_requested_limit=skip_by_requested, omit_total_users=omit_total)
+    sim.add_users([{"LOGIN_ID": f"u{i:05d}"} for i in range(2500)])
+    users = make_client(sim, page_size=1000).search_users([])
+    assert [u["LOGIN_ID"] for u in users] == [f"u{i:05d}" for i in range(2500)]
+    searches = [r for r in sim.requests if r.kind == "search"]
+    limits = [int(r.query["Limit"]) for r in searches]
+    # The cap is adopted at once; only a short last page may shrink it further (then the list is at its end).
+    assert limits[0] == 1000 and set(limits[1:-1]) == {100} and limits[-1] <= 100
+    # About TotalUsers / page size: 25 pages, the Offset=1 (and 1-based Offset=2) probe, one empty page.
+    assert 25 <= len(searches) <= 28
+
+
+@pytest.mark.parametrize("omit_total", [False, True])
+def test_paging_with_1_based_page_numbers(
+    make_sim: Callable[..., AtHocSimulator], make_client: Callable[..., AtHocClient], omit_total: bool
+) -> None:
+    sim = make_sim(offset_mode="page1")
+    sim.configure(omit_total_users=omit_total)
+    sim.add_users([{"LOGIN_ID": f"u{i:05d}"} for i in range(2500)])
+    users = make_client(sim).search_users([])
+    assert [u["LOGIN_ID"] for u in users] == [f"u{i:05d}" for i in range(2500)]
+    offsets = [r.query["Offset"] for r in sim.requests if r.kind == "search"]
+    # Offset=1 repeats page 1, Offset=2 is new: page numbers from 2 on. Without TotalUsers the short
+    # last page (500) becomes the page size, and the next page (number 6 of 500) is empty.
+    assert offsets == (["0", "1", "2", "3", "6"] if omit_total else ["0", "1", "2", "3"])
+
+
+def test_server_ignoring_offset_without_total_gives_its_one_page_with_a_warning(
+    make_sim: Callable[..., AtHocSimulator], make_client: Callable[..., AtHocClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = make_sim(offset_mode="ignore")
+    sim.configure(omit_total_users=True)
+    sim.add_users([{"LOGIN_ID": f"u{i:05d}"} for i in range(2500)])
+    assert len(make_client(sim).search_users([])) == 1000  # nothing says more exist
+    assert sim.count("search") == 3
+    assert "Offset 0, 1 and 2 all answered the same 1000 users" in caplog.text
+
+
+@pytest.mark.parametrize("form", ["null", "missing"])
+def test_empty_page_as_null_or_without_users(
+    make_sim: Callable[..., AtHocSimulator], make_client: Callable[..., AtHocClient], form: str
+) -> None:
+    sim = make_sim()
+    sim.configure(empty_users_as=form)
+    client = make_client(sim)
+    assert client.search_users([COLLAR]) == []  # TotalUsers 0
+    assert sim.count("search") == 1
+    sim.add_users([{"LOGIN_ID": f"u{i:05d}"} for i in range(2500)])
+    sim.configure(omit_total_users=True)  # the end of the list is the empty page
+    if form == "null":
+        assert len(client.search_users([COLLAR])) == 2500
+    else:  # no Users and no TotalUsers says nothing: not trusted as the end of the list
+        with pytest.raises(AtHocError) as caught:
+            client.search_users([COLLAR])
+        assert caught.value.kind == "protocol" and "no Users array" in str(caught.value)
+
+
+@pytest.mark.parametrize("offset_mode", ["page", "record"])
+def test_user_rows_without_login_are_skipped_and_counted_once(
+    make_sim: Callable[..., AtHocSimulator],
+    make_client: Callable[..., AtHocClient],
+    caplog: pytest.LogCaptureFixture,
+    offset_mode: str,
+) -> None:
+    sim = make_sim(offset_mode=offset_mode)
+    sim.add_users([{"LOGIN_ID": f"u{i}", COLLAR: str(i)} for i in range(3)])
+    sim.add_login_less_user(None, **{COLLAR: "90"})
+    sim.add_login_less_user("", **{COLLAR: "91"})
+    sim.add_users([{"LOGIN_ID": f"u{i}", COLLAR: str(i)} for i in range(3, 6)])
+    sim.add_login_less_user(OMIT_LOGIN, **{COLLAR: "92"})
+    caplog.set_level(logging.WARNING, logger="shared.athoc_client")
+    users = make_client(sim, page_size=2).search_users([COLLAR])
+    assert [u["LOGIN_ID"] for u in users] == [f"u{i}" for i in range(6)]
+    warnings_logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m for m in warnings_logged if "without LOGIN_ID" in m] == [
+        "users/search/basic: skipped 3 user rows without LOGIN_ID (users AtHoc cannot update by login)"
+    ]
+    assert not any("TotalUsers" in m for m in warnings_logged)  # 6 users + 3 skipped rows == TotalUsers 9
+
+
+def test_sync_rows_without_login_leave_only_their_users_unconfirmed(
+    sim: AtHocSimulator, make_client: Callable[..., AtHocClient]
+) -> None:
+    sim.deny("carol")
+    sim.malform_next(1, "anonymous_errors")
+    client = make_client(sim)
+    report = client.sync_duty_values([("alice", WHEN), ("ghost", WHEN), ("carol", WHEN), ("bob", "")])
+    assert statuses(report) == [RowStatus.UPDATED, RowStatus.MISSING, RowStatus.MISSING, RowStatus.UPDATED]
+    missing = report.rows[1].detail
+    assert "not confirmed" in missing and "2 rows named no login sent" in missing
+    assert "ghost does not exists" in missing and "Access denied" in missing  # the unattributed texts
+    assert report.errors == () and sim.history("alice") == [WHEN]
+    # Not a confirmation: the next attempt sends them again and gets their real outcome.
+    again = client.sync_duty_values([("ghost", WHEN), ("carol", WHEN)])
+    assert statuses(again) == [RowStatus.NOT_FOUND, RowStatus.DENIED]
+
+
+def test_sync_row_naming_someone_else_confirms_nobody_by_position(
+    sim: AtHocSimulator, make_client: Callable[..., AtHocClient]
+) -> None:
+    sim.malform_next(1, "wrong_logins")
+    report = make_client(sim).sync_duty_values([("alice", WHEN), ("bob", WHEN)])
+    assert statuses(report) == [RowStatus.MISSING, RowStatus.UPDATED]
+    assert "not-alice" in report.rows[0].detail
+
+
+def test_conflicting_rows_for_one_login_are_an_error_not_a_pick(
+    sim: AtHocSimulator, make_client: Callable[..., AtHocClient]
+) -> None:
+    sim.malform_next(1, "conflicting_rows")  # alice: OK and Error
+    report = make_client(sim).sync_duty_values([("alice", WHEN), ("bob", WHEN)])
+    assert statuses(report) == [RowStatus.ERROR, RowStatus.UPDATED]
+    assert "2 conflicting rows" in report.rows[0].detail and "Internal error" in report.rows[0].detail
+    # The same login sent twice gets its two rows in order, each classified on its own.
+    twice = make_client(sim).sync_duty_values([("alice", WHEN), ("alice", "")])
+    assert statuses(twice) == [RowStatus.UPDATED, RowStatus.UPDATED]
+
+
+def test_attribute_readable_when_the_server_ignores_unknown_fields(
+    sim: AtHocSimulator, make_client: Callable[..., AtHocClient]
+) -> None:
+    sim.configure(ignore_unknown_fields=True)
+    client = make_client(sim)
+    typo = client.attribute_readable("On-Duty-Typo")
+    assert not typo
+    assert "no such field in 1 rows: check the common name" in typo.detail
+    assert "On-Duty-Typo" in typo.detail  # the Criteria probe's 400 names it
+    assert client.attribute_readable(DUTY)  # null values: the key is there
+    assert sim.count("search") == 3  # the confirming Criteria search only for the missing key
+
+
+def test_attribute_readable_when_the_server_leaves_out_empty_values(
+    sim: AtHocSimulator, make_client: Callable[..., AtHocClient]
+) -> None:
+    sim.configure(omit_null_fields=True)
+    sim.add_user("erin", duty=WHEN)  # the only user with a value, listed after four without
+    result = make_client(sim).attribute_readable(DUTY)
+    assert result and "leaves empty values out" in result.detail
+    criteria = [r.query.get("Criteria") for r in sim.requests if r.kind == "search"]
+    assert criteria == [None, f"{DUTY} pr"]
+
+
+@pytest.mark.parametrize(
+    ("change", "cause", "not_cause"),
+    [
+        ({"password": "P@ss w/rd&x"}, "ATHOC_USERNAME or ATHOC_PASSWORD", "ATHOC_ORG_CODE"),
+        ({"client_secret": "Sécret/+&=x y"}, "ATHOC_CLIENT_SECRET", "wrong ATHOC_ORG_CODE"),
+        ({"org_code": "WRONGORG"}, "wrong ATHOC_ORG_CODE 'WRONGORG'", "ATHOC_PASSWORD"),
+    ],
+)
+def test_token_error_echoing_the_form_leaks_no_secret_and_blames_the_right_setting(
+    sim: AtHocSimulator,
+    make_client: Callable[..., AtHocClient],
+    caplog: pytest.LogCaptureFixture,
+    change: dict[str, str],
+    cause: str,
+    not_cause: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sim.configure(token_errors_echo_request=True)
+    with pytest.raises(AtHocAuthError) as caught:
+        make_client(sim, **change).check_connection()
+    message = str(caught.value)
+    assert "request: grant_type=password" in message  # the echo really is there
+    assert cause in message and not_cause not in message
+    everything = message + caplog.text
+    for secret in (PASSWORD, CLIENT_SECRET, change.get("password", ""), change.get("client_secret", "")):
+        if secret:
+            for form in (secret, quote_plus(secret), quote(secret, safe=""), quote(secret)):
+                assert form not in everything
+    assert "password=***" in message and "client_secret=***" in message
 
 
 # ---------------------------------------------------------------- secrets

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from tools.athoc_sim import AtHocSimulator, demo_users
+from tools.athoc_sim import OMIT_LOGIN, AtHocSimulator, demo_users
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN_PATH = "/AuthServices/Auth/connect/token"
@@ -724,3 +724,158 @@ def test_sync_accepts_a_chunked_body(sim: AtHocSimulator, api: requests.Session)
     assert next(r for r in sim.requests if r.kind == "sync").headers.get("Transfer-Encoding") == "chunked"
     assert search(api, sim).status_code == 200  # the connection is still in step
     assert sim.history("a@x") == [""]
+
+
+# --- switchable behaviours of other servers --------------------------------------------------------
+
+
+def logins_of(response: requests.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [user["LOGIN_ID"] for user in response.json()["Users"]]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "bom"), [("text/json", False), ("text/plain", False), ("application/json; charset=utf-8", True)]
+)
+def test_json_wire_format(sim: AtHocSimulator, api: requests.Session, content_type: str, bom: bool) -> None:
+    sim.add_user("josé.müller@x", collar="1")
+    sim.configure(json_content_type=content_type, json_bom=bom, json_ascii_only=False)
+    response = search(api, sim, Fields="LOGIN_ID")
+    assert response.headers["Content-Type"] == content_type
+    assert response.content.startswith(b"\xef\xbb\xbf") == bom
+    assert "josé.müller@x".encode() in response.content  # raw UTF-8, not \u escapes
+    token = requests.post(sim.url + TOKEN_PATH, data=token_form(), timeout=TIMEOUT)
+    assert token.headers["Content-Type"] == content_type and token.content.startswith(b"\xef\xbb\xbf") == bom
+    control = requests.get(sim.url + "/__sim__/state", timeout=TIMEOUT)  # control answers stay standard
+    assert control.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert control.json()["users"][0]["LOGIN_ID"] == "josé.müller@x"
+    sim.configure(json_content_type="application/json; charset=utf-8", json_bom=False, json_ascii_only=True)
+    assert b"\\u00e9" in search(api, sim, Fields="LOGIN_ID").content  # the default: ASCII with escapes
+
+
+def test_search_page1_offset_mode_reads_offset_as_1_based_page_number(
+    sim: AtHocSimulator, api: requests.Session
+) -> None:
+    seed(sim, 25)
+    sim.configure(offset_mode="page1")
+    pages = [logins_of(search(api, sim, Limit=10, Offset=offset)) for offset in range(4)]
+    assert pages[0] == pages[1] == [f"user{i:05d}@x" for i in range(1, 11)]  # 0 and 1 are both page 1
+    assert pages[2][0] == "user00011@x" and pages[3] == [f"user{i:05d}@x" for i in range(21, 26)]
+
+
+@pytest.mark.parametrize("skip_by_requested", [False, True])
+def test_search_page_skip_unit_with_a_capped_limit(skip_by_requested: bool) -> None:
+    with AtHocSimulator(max_limit=10) as capped:
+        seed(capped, 50)
+        capped.configure(page_skip_by_requested_limit=skip_by_requested)
+        session = requests.Session()
+        session.headers["Authorization"] = "Bearer " + get_token(capped)["access_token"]
+        second = logins_of(search(session, capped, Limit=20, Offset=1))
+        assert len(second) == 10
+        # Capped to 10 rows either way; page 1 starts after 20 users (requested Limit) or 10 (the cap).
+        assert second[0] == ("user00021@x" if skip_by_requested else "user00011@x")
+
+
+def test_search_omit_total_users(sim: AtHocSimulator, api: requests.Session) -> None:
+    seed(sim, 3)
+    sim.configure(omit_total_users=True)
+    body = search(api, sim).json()
+    assert "TotalUsers" not in body and len(body["Users"]) == 3 and body["FetchedRecords"] == 3
+    sim.configure(omit_total_users=False)
+    assert search(api, sim).json()["TotalUsers"] == 3
+
+
+@pytest.mark.parametrize("form", ["null", "missing", "list"])
+def test_search_empty_page_forms(sim: AtHocSimulator, api: requests.Session, form: str) -> None:
+    seed(sim, 2)
+    sim.configure(empty_users_as=form)
+    empty = search(api, sim, Limit=10, Offset=5).json()
+    assert empty["TotalUsers"] == 2 and empty["FetchedRecords"] == 0
+    if form == "missing":
+        assert "Users" not in empty
+    else:
+        assert empty["Users"] == (None if form == "null" else [])
+    assert len(search(api, sim, Limit=10).json()["Users"]) == 2  # a page with users is unchanged
+
+
+@pytest.mark.parametrize("status", [404, 422, 500, 501])
+def test_search_criteria_status(sim: AtHocSimulator, api: requests.Session, status: int) -> None:
+    sim.add_user("a@x", duty=WHEN)
+    sim.configure(criteria_status=status)
+    assert search(api, sim, Criteria=f"{DUTY} pr").status_code == status
+    assert logins_of(search(api, sim)) == ["a@x"]  # searches without Criteria still work
+    sim.configure(criteria_status=None)
+    assert logins_of(search(api, sim, Criteria=f"{DUTY} pr")) == ["a@x"]
+
+
+def test_search_ignore_unknown_fields_and_omit_null_fields(sim: AtHocSimulator, api: requests.Session) -> None:
+    uid = sim.add_user("a@x", collar="7")
+    sim.configure(ignore_unknown_fields=True)
+    body = search(api, sim, Fields=f"LOGIN_ID,Badge-Number,{COLLAR}").json()
+    assert body["Users"] == [{"LOGIN_ID": "a@x", "USER_ID": uid, COLLAR: "7"}]  # no 400, no key
+    sim.configure(ignore_unknown_fields=False, omit_null_fields=True)
+    body = search(api, sim, Fields=f"LOGIN_ID,{COLLAR},{DUTY}").json()
+    assert body["Users"] == [{"LOGIN_ID": "a@x", "USER_ID": uid, COLLAR: "7"}]  # the null duty left out
+    assert search(api, sim, Fields="LOGIN_ID,Badge-Number").status_code == 400
+
+
+def test_login_less_users_appear_in_search_and_never_match_a_sync(sim: AtHocSimulator, api: requests.Session) -> None:
+    sim.add_user("a@x")
+    ids = [
+        sim.add_login_less_user(None),
+        sim.add_login_less_user(""),
+        sim.add_login_less_user(OMIT_LOGIN, **{COLLAR: "9"}),
+    ]
+    users = search(api, sim, Fields=f"LOGIN_ID,{COLLAR}").json()["Users"]
+    assert [user["USER_ID"] for user in users[1:]] == ids
+    assert users[1]["LOGIN_ID"] is None and users[2]["LOGIN_ID"] == ""
+    assert "LOGIN_ID" not in users[3] and users[3][COLLAR] == "9"
+    rows = sync(api, sim, [{"LOGIN_ID": "", DUTY: WHEN}, {"LOGIN_ID": None, DUTY: WHEN}]).json()
+    assert [row[":SyncStatus"] for row in rows] == ["Error", "Error"]
+
+
+def test_malform_anonymous_errors_strips_the_login_of_error_rows_only(
+    sim: AtHocSimulator, api: requests.Session
+) -> None:
+    sim.add_user("a@x")
+    sim.malform_next(1, "anonymous_errors")
+    rows = sync(api, sim, [{"LOGIN_ID": "a@x", DUTY: WHEN}, {"LOGIN_ID": "ghost@x", DUTY: WHEN}]).json()
+    assert rows[0]["LOGIN_ID"] == "a@x" and rows[0][":SyncStatus"] == "OK"
+    assert "LOGIN_ID" not in rows[1] and "ghost@x does not exists" in rows[1][":SyncDetails"]
+    assert sim.history("a@x") == [WHEN]
+
+
+def test_malform_conflicting_rows_repeats_the_first_row_with_the_other_outcome(
+    sim: AtHocSimulator, api: requests.Session
+) -> None:
+    sim.add_user("a@x")
+    sim.malform_next(1, "conflicting_rows")
+    rows = sync(api, sim, [{"LOGIN_ID": "a@x", DUTY: WHEN}, {"LOGIN_ID": "ghost@x", DUTY: WHEN}]).json()
+    assert [(r["LOGIN_ID"], r[":SyncStatus"]) for r in rows] == [("a@x", "OK"), ("ghost@x", "Error"), ("a@x", "Error")]
+    assert rows[2][":SyncDetails"] == "Internal error" and sim.history("a@x") == [WHEN]
+
+
+def test_token_errors_echo_request(sim: AtHocSimulator) -> None:
+    sim.configure(token_errors_echo_request=True)
+    response = requests.post(sim.url + TOKEN_PATH, data=token_form(password="P@ss w/rd&x"), timeout=TIMEOUT)
+    assert response.status_code == 400
+    description = response.json()["error_description"]
+    assert description.startswith("invalid_username_or_password; request: grant_type=password")
+    assert "password=P%40ss+w%2Frd%26x" in description  # the form as sent, url-encoded
+    assert sim.requests[-1].body["password"] == "***"  # the simulator's own log stays redacted
+
+
+def test_configure_validates_and_is_reachable_through_the_control_api(sim: AtHocSimulator) -> None:
+    for bad in ({"offset_mode": "sideways"}, {"empty_users_as": "nothing"}, {"criteria_status": 200}):
+        with pytest.raises(ValueError):
+            sim.configure(**bad)
+    with pytest.raises(TypeError):
+        sim.configure(bogus=True)  # type: ignore[call-arg]
+    control = sim.url + "/__sim__/configure"
+    answer = requests.post(control, json={"offset_mode": "page1", "criteria_status": 501}, timeout=TIMEOUT)
+    assert answer.status_code == 200
+    assert sim.offset_mode == "page1" and sim.criteria_status == 501
+    assert requests.post(control, json={"bogus": 1}, timeout=TIMEOUT).status_code == 400
+    assert requests.post(control, json={"criteria_status": "x"}, timeout=TIMEOUT).status_code == 400
+    assert requests.post(control, json=[1], timeout=TIMEOUT).status_code == 400
+    assert sim.offset_mode == "page1" and sim.criteria_status == 501  # a refused request changed nothing

@@ -96,6 +96,44 @@ def test_missing_attribute_fails_only_that_check(make_settings) -> None:
     assert report.failure.startswith("check failed: duty attribute: On-Duty-Typo")
 
 
+def test_attribute_checks_with_users_whose_values_are_empty(make_settings, athoc_sim) -> None:
+    athoc_sim.add_user("a@x")  # no duty, no collar: the simulator lists both keys as null
+
+    report = run_checks(make_settings())
+
+    assert all(c.ok for c in report.checks), report.text_lines()
+    assert athoc_sim.count("search") == 2  # the key is there: no confirming search
+
+
+def test_a_misspelled_attribute_fails_on_a_server_that_ignores_unknown_fields(make_settings, athoc_sim) -> None:
+    athoc_sim.add_user("a@x", collar="1")
+    athoc_sim.configure(ignore_unknown_fields=True)  # 200 without the key instead of a 400
+
+    report = run_checks(make_settings(ATHOC_DUTY_FIELD="On-Duty-Typo"))
+
+    checks = by_name(report)
+    duty = checks["duty attribute"]
+    assert not duty.ok
+    assert "On-Duty-Typo is not readable: the server returned no such field in 1 rows: check the common name" in (
+        duty.detail
+    )
+    assert "set ATHOC_DUTY_FIELD" in duty.detail
+    assert checks["collar attribute"].ok
+    assert report.exit_code != 0
+
+
+def test_a_server_leaving_out_empty_values_still_passes(make_settings, athoc_sim) -> None:
+    athoc_sim.add_user("a@x", collar="1")  # listed first, without a duty value
+    athoc_sim.add_user("b@x", collar="2", duty="01/07/2025 10:00:00")
+    athoc_sim.configure(omit_null_fields=True)
+
+    report = run_checks(make_settings())
+
+    assert all(c.ok for c in report.checks), report.text_lines()
+    criteria = [r.query.get("Criteria") for r in athoc_sim.requests if r.kind == "search"]
+    assert criteria == [None, "On-Duty-DTG pr", None]  # confirmed by a Criteria search; the collar is there
+
+
 def test_cli_check_json_exit_code_and_last_stderr_line(azurite, athoc_sim, capsys) -> None:
     good = make_env(azurite.connection_string, athoc_sim.url)
     code, out, err = run_cli(["check", "--json"], good, capsys)

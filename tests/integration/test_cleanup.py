@@ -193,6 +193,42 @@ def test_a_server_without_pr_is_read_in_full_and_filtered_here(no_presence_sim) 
     assert all("Criteria" not in r.query for r in searches[1:])
 
 
+@pytest.mark.parametrize("status", [404, 422, 500, 501])
+def test_any_failure_of_the_criteria_search_falls_back_to_reading_every_user(
+    make_runtime, athoc_sim, caplog, status: int
+) -> None:
+    runtime = make_runtime(BOBO_TIMEZONE="Europe/London", ATHOC_MAX_RETRIES="5")
+    now = utc("2025-07-01 12:00")
+    athoc_sim.add_user("old@x", duty=wall(now - timedelta(hours=26)))
+    athoc_sim.add_user("new@x", duty=wall(now - timedelta(hours=2)))
+    athoc_sim.add_user("off@x")
+    athoc_sim.configure(criteria_status=status)
+
+    result = run_cleanup(runtime, now=now)
+
+    assert result.status == "success" and result.search == "all users", result.errors
+    assert (result.users_checked, result.stale_found, result.cleared) == (2, 1, 1)
+    assert athoc_sim.history("old@x") == [""] and athoc_sim.history("new@x") == []
+    with_criteria = [r for r in athoc_sim.requests if r.kind == "search" and "Criteria" in r.query]
+    # A transient 500 gets one retry (not ATHOC_MAX_RETRIES=5): the fallback starts quickly.
+    assert len(with_criteria) == (2 if status == 500 else 1)
+    fallbacks = [r for r in caplog.records if r.name == "shared.cleanup" and "reading every user" in r.getMessage()]
+    assert len(fallbacks) == 1 and fallbacks[0].levelname == "WARNING"
+    assert str(status) in fallbacks[0].getMessage()
+
+
+def test_an_authentication_failure_of_the_criteria_search_does_not_fall_back(make_runtime, athoc_sim) -> None:
+    runtime = make_runtime(**FAST)
+    athoc_sim.add_user("old@x", duty="01/01/2025 00:00:00")
+    athoc_sim.configure(criteria_status=403)  # the role is missing: reading every user fails the same way
+
+    result = run_cleanup(runtime)
+
+    assert result.status == "failed" and "403" in result.failure
+    assert [("Criteria" in r.query) for r in athoc_sim.requests if r.kind == "search"] == [True]
+    assert athoc_sim.history("old@x") == []
+
+
 def test_athoc_unreachable_fails_but_retention_still_runs(make_runtime, athoc_sim) -> None:
     runtime = make_runtime(**FAST)
     old = RunRecord(kind="process", started_at=utcnow() - timedelta(days=40), finished_at=utcnow() - timedelta(days=40))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import json
 import ssl
 import time
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import certifi
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from shared.athoc_client import (
     BACKOFF_CAP_SECONDS,
     RETRY_AFTER_CAP_SECONDS,
+    THROTTLED_MIN_WAIT_SECONDS,
     AtHocAuthError,
     RowResult,
     RowStatus,
@@ -24,6 +27,7 @@ from shared.athoc_client import (
     backoff_delay,
     build_ssl_context,
     classify_row,
+    decode_json,
     describe_verify,
     parse_retry_after,
     proxy_for,
@@ -82,6 +86,14 @@ def test_retry_after_wins_over_backoff_and_is_capped() -> None:
     assert retry_wait(0, None, rng=lambda: 1.0) == 0.5
 
 
+def test_throttled_without_retry_after_waits_at_least_the_floor() -> None:
+    assert retry_wait(0, None, rng=lambda: 0.0, throttled=True) == THROTTLED_MIN_WAIT_SECONDS
+    assert retry_wait(0, None, rng=lambda: 1.0, throttled=True) == THROTTLED_MIN_WAIT_SECONDS
+    assert retry_wait(4, None, rng=lambda: 1.0, throttled=True) == 8.0  # backoff above the floor stays
+    assert retry_wait(0, 0.2, rng=lambda: 1.0, throttled=True) == 0.2  # the server's own Retry-After wins
+    assert retry_wait(0, None, rng=lambda: 0.0) == 0.0  # not throttled: plain full jitter
+
+
 def test_backoff_is_exponential_full_jitter_and_capped() -> None:
     assert [backoff_delay(n, rng=lambda: 1.0) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
     assert backoff_delay(4, rng=lambda: 0.0) == 0.0
@@ -133,7 +145,7 @@ def row(status: str | None, details: str | None, login: str = "john.doe@force.ex
         ("Error", "Timeout while saving", RowStatus.ERROR),
         ("Partial", "User does not exist", RowStatus.ERROR),
         ("Partial", "Attribute 'X' does not exist", RowStatus.ERROR),
-        ("Skipped", "Access denied", RowStatus.ERROR),
+        ("Skipped", "Access denied", RowStatus.DENIED),  # any status but OK and Partial reads like Error
         (None, "Updated", RowStatus.ERROR),
         ("", "", RowStatus.ERROR),
     ],
@@ -236,6 +248,25 @@ def test_redactor_removes_secrets_tokens_and_bearer_values() -> None:
     assert cleaned.count("***") >= 5
 
 
+@pytest.mark.parametrize("secret", ["P@ss w/rd&x", "Sécret/+&=x y", 'quote"back\\slash'])
+def test_redactor_removes_encoded_and_escaped_forms_of_the_credentials(secret: str) -> None:
+    redact = _Redactor(secret, "client-secret-value")
+    escaped = json.dumps(secret)[1:-1]
+    for form in (
+        secret,
+        quote_plus(secret),
+        quote(secret, safe=""),
+        quote(secret),
+        escaped,
+        escaped.replace("/", "\\/"),
+    ):
+        assert form not in redact(f"server said: {form}."), form
+    echoed = "grant_type=password&username=svc&password=whatever%21&client_secret=other&refresh_token=r1&scope=x"
+    cleaned = redact(echoed)
+    assert cleaned == "grant_type=password&username=svc&password=***&client_secret=***&refresh_token=***&scope=x"
+    assert redact('{"password": "a\\"b", "client_secret":"c"}') == '{"password": "***", "client_secret":"***"}'
+
+
 def test_redactor_keeps_its_list_bounded_but_the_credentials() -> None:
     redact = _Redactor("password-value", "client-secret-value")
     for i in range(200):
@@ -254,3 +285,27 @@ def test_shared_client_is_one_per_settings() -> None:
     first = shared_client(SETTINGS)
     assert shared_client(SETTINGS) is first
     assert shared_client(dataclasses.replace(SETTINGS, page_size=10)) is not first
+
+
+# ---------------------------------------------------------------- JSON bodies
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"login": "josé"}'.encode(),
+        b"\xef\xbb\xbf" + '{"login": "josé"}'.encode(),
+        '{"login": "josé"}'.encode("utf-16"),  # with its BOM
+        '{"login": "josé"}'.encode("utf-16-le"),
+        '{"login": "josé"}'.encode("utf-32"),
+        b'{"login": "jos\\u00e9"}',
+    ],
+)
+def test_decode_json_reads_every_unicode_encoding_from_bytes(body: bytes) -> None:
+    assert decode_json(body) == {"login": "josé"}
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>down</html>", b"\xff\xfe\x00garbage", b'{"a": "\xe9"}'])
+def test_decode_json_raises_value_error_for_what_is_not_json(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_json(body)
