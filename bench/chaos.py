@@ -430,7 +430,6 @@ class ChaosRun:
     def run(self) -> dict[str, Any]:
         from azure.storage.blob import BlobServiceClient
 
-        from shared import storage
         from shared.pipeline import drain
         from tools.athoc_sim import AtHocSimulator
         from tools.azurite import start_azurite
@@ -440,7 +439,6 @@ class ChaosRun:
         self.sim_t0 = time.monotonic()
         self.wall_t0 = time.time()
         self._replaced: set[str] = set()
-        storage.LEASE_SECONDS = cfg.lease_seconds
         self.azurite = start_azurite(persistent=True)
         self.sim = AtHocSimulator().start()
         try:
@@ -452,6 +450,7 @@ class ChaosRun:
                 BOBO_MAX_RETRY_ATTEMPTS=str(cfg.max_retry_attempts),
                 ATHOC_CALL_BUDGET_SECONDS="20",
                 ATHOC_MAX_RETRIES="2",
+                BOBO_LOCK_LEASE_SECONDS=str(cfg.lease_seconds),
                 LOG_LEVEL="WARNING",
             )
             self.runtime = runtime_of(self.env)

@@ -31,10 +31,9 @@ def emit(event: str, **fields: Any) -> None:
 
 
 def _instrument(runtime: Any, lease_seconds: int) -> None:
-    """Wrap pipeline steps to report them; no behaviour changes except the lease duration."""
+    """Wrap pipeline steps to report them; no behaviour changes (the lease comes from BOBO_LOCK_LEASE_SECONDS)."""
     from shared import pipeline, storage
 
-    storage.LEASE_SECONDS = lease_seconds
     original_batch = pipeline._process_batch
 
     def process_batch(rt: Any, blobs: list[Any], run_id: str, **kwargs: Any) -> Any:

@@ -80,6 +80,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("BOBO_BATCH_WINDOW_SECONDS", "2", "wait after taking the batch lock"),
     SettingSpec("BOBO_BATCH_MAX_FILES", "2000", "files read into one batch at most"),
     SettingSpec("BOBO_DRAIN_BUDGET_SECONDS", "480", "a drain stops starting batches after this"),
+    SettingSpec("BOBO_IO_THREADS", "4", "files read and moved at once within a batch"),
+    SettingSpec("BOBO_LOCK_LEASE_SECONDS", "60", "lease of the batch lock (15-60 s), renewed while held"),
     SettingSpec("BOBO_BLOB_TRIGGER_SOURCE", "EventGrid", "EventGrid (Azure) or LogsAndContainerScan (local)"),
     SettingSpec("BOBO_SWEEP_SCHEDULE", "0 */5 * * * *", "NCRONTAB (UTC) of sweep_incoming"),
     SettingSpec("BOBO_MAPPING_SCHEDULE", "0 5 * * * *", "NCRONTAB (UTC) of sync_mappings"),
@@ -158,6 +160,8 @@ class Settings:
     batch_window_seconds: float
     batch_max_files: int
     drain_budget_seconds: float
+    io_threads: int
+    lock_lease_seconds: int
     blob_trigger_source: str
     log_retention_days: int
     processed_retention_days: int
@@ -213,6 +217,9 @@ class Settings:
             batch_window_seconds=reader.number("BOBO_BATCH_WINDOW_SECONDS", minimum=0, maximum=50),
             batch_max_files=reader.integer("BOBO_BATCH_MAX_FILES", minimum=1, maximum=100000),
             drain_budget_seconds=reader.number("BOBO_DRAIN_BUDGET_SECONDS", minimum=1),
+            io_threads=reader.integer("BOBO_IO_THREADS", minimum=1, maximum=32),
+            # Blob leases last 15 to 60 s; a killed batcher's lock frees itself after this long.
+            lock_lease_seconds=reader.integer("BOBO_LOCK_LEASE_SECONDS", minimum=15, maximum=60),
             blob_trigger_source=reader.choice("BOBO_BLOB_TRIGGER_SOURCE", BLOB_TRIGGER_SOURCES),
             log_retention_days=reader.integer("BOBO_LOG_RETENTION_DAYS", minimum=1),
             processed_retention_days=reader.integer("BOBO_PROCESSED_RETENTION_DAYS", minimum=0),

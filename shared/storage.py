@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 # The batch lock is a lease on the incoming container itself: no lock blob appears in any container
 # (processed holds only processed files), and a container lease blocks nothing but deleting the container.
-LEASE_SECONDS = 60
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
 METADATA_VALUE_LIMIT = 1024
 
@@ -274,7 +273,7 @@ class Storage:
             return True
 
     def batch_lock(self) -> BatchLock:
-        return BatchLock(self.incoming)
+        return BatchLock(self.incoming, self.settings.lock_lease_seconds)
 
 
 class BatchLock:
@@ -285,8 +284,9 @@ class BatchLock:
     before its next step.
     """
 
-    def __init__(self, container: ContainerClient):
+    def __init__(self, container: ContainerClient, lease_seconds: int = 60):
         self.container = container
+        self.lease_seconds = lease_seconds
         self.lease = None
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -294,7 +294,7 @@ class BatchLock:
 
     def acquire(self) -> bool:
         try:
-            self.lease = self.container.acquire_lease(lease_duration=LEASE_SECONDS)
+            self.lease = self.container.acquire_lease(lease_duration=self.lease_seconds)
         except HttpResponseError as error:
             if getattr(error, "status_code", None) == 409:
                 return False
@@ -307,7 +307,7 @@ class BatchLock:
 
     def _renew(self) -> None:
         renewed_at = time.monotonic()
-        while not self._stop.wait(LEASE_SECONDS / 4):
+        while not self._stop.wait(self.lease_seconds / 4):
             try:
                 self.lease.renew()
                 renewed_at = time.monotonic()
@@ -318,7 +318,7 @@ class BatchLock:
                 return
             except AzureError:
                 # Storage unreachable: keep trying while the lease may still be ours, then give it up.
-                if time.monotonic() - renewed_at >= LEASE_SECONDS * 0.75:
+                if time.monotonic() - renewed_at >= self.lease_seconds * 0.75:
                     log.warning("batch lock lost (storage unreachable); this batcher stops before its next step")
                     self.lost.set()
                     return
