@@ -343,6 +343,12 @@ def _process_batch(
                 {"login": u.login, "value": u.value, "employee_id": u.employee_id, "file": u.source.file_name}
                 for u in plan.updates
             ]
+        elif plan.updates and lock is not None and not lock.confirm():
+            # The lock may be someone else's now, and their batch may hold newer events of these employees:
+            # send nothing, leave the files for the next run (those already decided still finish).
+            _set_aside(works)
+            works = [w for w in works if not w.skipped]
+            report.files_seen, report.unmapped_employees, report.stale_events = len(works), 0, 0
         elif plan.updates:
             _send(runtime, plan.updates, works, report)
 

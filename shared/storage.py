@@ -323,6 +323,24 @@ class BatchLock:
                     self.lost.set()
                     return
 
+    def confirm(self) -> bool:
+        """Renew the lease now: True only if this batcher certainly still holds it.
+
+        Called right before AtHoc is told, so a holder whose lease lapsed unnoticed (a long pause, or
+        Azurite forgetting leases when it restarts) never sends alongside the batcher that took over.
+        """
+        if self.lost.is_set() or self.lease is None:
+            return False
+        try:
+            self.lease.renew()
+            return True
+        except HttpResponseError:
+            log.warning("batch lock lost (renewal refused); this batcher sends nothing")
+            self.lost.set()
+            return False
+        except AzureError:
+            return False  # cannot tell: do not send; the files wait for the next run
+
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:

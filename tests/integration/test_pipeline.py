@@ -537,3 +537,25 @@ def test_dry_run_before_any_mapping_sync_shows_what_a_real_run_would_send(make_r
     assert runtime.state.job_status(JobKind.SYNC_MAPPINGS).last_status == "never"
     real = drain(runtime)
     assert (real.updates_sent, real.unmapped_employees) == (preview.updates_sent, preview.unmapped_employees)
+
+
+def test_a_batcher_that_lost_its_lock_before_sending_sends_nothing(make_runtime, athoc_sim) -> None:
+    from azure.storage.blob import BlobLeaseClient
+
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000")))
+    real_load = runtime.state.load_watermarks
+
+    def lease_taken_meanwhile() -> dict[str, str]:
+        # As when the lease lapsed unnoticed (Azurite forgets leases on restart) and another batcher took it.
+        incoming = runtime.storage.incoming
+        BlobLeaseClient(incoming).break_lease(lease_break_period=0)
+        BlobLeaseClient(incoming).acquire(lease_duration=15)
+        return real_load()
+
+    runtime.state.load_watermarks = lease_taken_meanwhile  # type: ignore[method-assign]
+    report = drain(runtime)
+
+    assert athoc_sim.count("sync") == 0 and report.updates_sent == 0
+    assert where(runtime)["incoming"] == ["a.csv"] and report.files_seen == 0
