@@ -70,9 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
+    from shared.report import probe_storage
     from shared.runtime import Runtime, configure_logging
 
     configure_logging(settings.log_level)
+    # One request per service without retries: an unreachable account is named in a second, not after
+    # the SDK's retries of every call the command would make.
+    probe_storage(settings)
     return Runtime(settings)
 
 
@@ -141,18 +145,18 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
             from shared.operations import settings_failure_result
 
             return _emit(settings_failure_result(error), args)
-        return _fail(str(error), EXIT_SETTINGS)
+        return _fail(str(error), EXIT_SETTINGS, args)
     try:
         result = COMMANDS[args.command](settings, args)
     except CommandFailed as error:
-        return _fail(str(error), error.exit_code)
+        return _fail(str(error), error.exit_code, args)
     except Exception as error:  # the contract promises a cause, never a traceback
         from azure.core.exceptions import AzureError
 
         if isinstance(error, AzureError):
-            return _fail(f"storage unreachable: {_first_line(error)}", EXIT_STORAGE)
+            return _fail(f"storage unreachable: {_first_line(error)}", EXIT_STORAGE, args)
         logging.getLogger("shared.cli").debug("command failed", exc_info=True)
-        return _fail(f"{args.command} failed: {error.__class__.__name__}: {_first_line(error)}", EXIT_FAILED)
+        return _fail(f"{args.command} failed: {error.__class__.__name__}: {_first_line(error)}", EXIT_FAILED, args)
     return _emit(result, args)
 
 
@@ -167,8 +171,12 @@ def _emit(result: CommandResult, args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _fail(message: str, code: int) -> int:
-    print(message.replace("\n", " "), file=sys.stderr)
+def _fail(message: str, code: int, args: argparse.Namespace) -> int:
+    """The command could not run at all: the cause on stderr and, under --json, as the JSON line too."""
+    line = message.replace("\n", " ")
+    if args.json:
+        print(json.dumps({"command": args.command, "error": line, "errors": [line], "exit_code": code}))
+    print(line, file=sys.stderr)
     return code
 
 

@@ -481,7 +481,8 @@ def _record(runtime: Runtime, result: MappingSyncResult, clock: datetime, starte
         trigger=result.trigger,
         counts=counts,
     )
-    runtime.state.finish_run(run, status_counts=result.counts(), new_version=changed, at=clock)
+    # The job's own clock (tests fix it) plus the time it took: status reports when it finished.
+    runtime.state.finish_run(run, status_counts=result.counts(), new_version=changed, at=run.finished_at)
 
 
 def _log_summary(result: MappingSyncResult, started: float) -> None:

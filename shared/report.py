@@ -131,12 +131,14 @@ def _int(value: Any) -> int:
 
 
 def _last_run(status: JobStatus) -> dict[str, Any]:
-    state = status.last_status if status.last_status in {o.value for o in Outcome} else Outcome.NEVER
-    finished = None if state == Outcome.NEVER else status.last_finished
+    """The job's very last run (a skip included), as contract section 6 has it, and its last success."""
+    last = status.last_run_status or status.last_status
+    state = last if last in {o.value for o in Outcome} else Outcome.NEVER
+    finished = None if state == Outcome.NEVER else (status.last_run_finished or status.last_finished)
     return {
         "status": str(state),
         "finished_at": _iso(finished),
-        "error": status.last_error or None,
+        "error": (status.last_error or None) if state == Outcome.FAILED else None,
         "last_success": _iso(status.last_success),
         "failing_since": _iso(status.failing_since),
     }

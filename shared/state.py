@@ -205,6 +205,10 @@ class JobStatus:
     last_counts: dict[str, Any] = field(default_factory=dict)
     failing_since: datetime | None = None
     version: str = ""  # sync-mappings: changes whenever the mapping table changes
+    # The very last run, skipped ones included (`last_status` keeps the last real outcome, which the
+    # mapping schedule rule reads): what `status` reports under last_runs.
+    last_run_status: str = ""
+    last_run_finished: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -526,6 +530,8 @@ class StateStore:
             except ResourceNotFoundError:
                 etag, status = None, JobStatus(kind=kind)
             status.last_attempt = at
+            status.last_run_status = str(outcome)
+            status.last_run_finished = at
             if outcome != Outcome.SKIPPED:
                 status.last_status = outcome
                 status.last_finished = at
@@ -587,4 +593,6 @@ def _status_from_entity(entity: Mapping[str, Any]) -> JobStatus:
         last_counts=json.loads(entity.get("last_counts") or "{}"),
         failing_since=_as_utc(entity.get("failing_since")),
         version=str(entity.get("version", "")),
+        last_run_status=str(entity.get("last_run_status", "")),
+        last_run_finished=_as_utc(entity.get("last_run_finished")),
     )

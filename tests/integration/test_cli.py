@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.helpers import ROOT, bon, csv_of, python, seed_users, settings_env, upload, where
@@ -75,11 +77,17 @@ def test_bad_settings_exit_non_zero_naming_each_setting(make_test_env) -> None:
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "BOBO_MAX_RETRY_ATTEMPTS" in last and "ATHOC_SERVER_URL" in last
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    assert env["ATHOC_PASSWORD"] not in result.stderr
+    assert "Traceback" not in result.stderr
+    # Under --json the last stdout line is one JSON object even when the command cannot run.
+    failure = json.loads(result.stdout.strip().splitlines()[-1])
+    assert failure["exit_code"] == result.returncode and failure["errors"] == [failure["error"]] == [last]
+    assert env["ATHOC_PASSWORD"] not in result.stderr + result.stdout
 
 
-def test_storage_unreachable_exits_non_zero_with_the_cause(make_test_env) -> None:
+@pytest.mark.parametrize(
+    "command", [["process"], ["sync-mappings", "--force"], ["cleanup"], ["status"], ["retry-failed", "--all"]]
+)
+def test_storage_unreachable_exits_non_zero_with_the_cause(make_test_env, command: list[str]) -> None:
     from tools.azurite import free_port
 
     port = free_port()
@@ -88,7 +96,8 @@ def test_storage_unreachable_exits_non_zero_with_the_cause(make_test_env) -> Non
         f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
     )
     env = make_test_env(BOBO_STORAGE=dead)
-    result = cli(env, "process", "--json")
-    assert result.returncode != 0
+    result = cli(env, *command, "--json")
+    assert result.returncode == 3
     assert "storage" in result.stderr.strip().splitlines()[-1].lower()
-    assert "Traceback" not in result.stderr and "a2V5" not in result.stderr
+    assert "storage" in json.loads(result.stdout.strip().splitlines()[-1])["error"]
+    assert "Traceback" not in result.stderr and "a2V5" not in result.stderr + result.stdout

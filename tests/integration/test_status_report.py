@@ -228,3 +228,24 @@ def test_cli_status_exits_0_even_when_unhealthy(seeded: Seeded, azurite, athoc_s
     assert "AtHoc authentication failing since" in text
     assert "bad-20251021T101010Z.csv" in text and "process: failed" in text
     assert "cleanup: never" in text
+
+
+def test_last_runs_shows_a_skipped_sync_and_when_each_job_finished(make_runtime, athoc_sim) -> None:
+    from shared.mapping_sync import run_mapping_sync
+
+    runtime = make_runtime()
+    athoc_sim.add_user("a@x", collar="1")
+    started = utcnow()
+    athoc_sim.latency = 0.5  # the sync takes at least the token and one search: about a second
+    assert run_mapping_sync(runtime, force=True).status == Outcome.SUCCESS
+    synced = build_status(runtime)["last_runs"]["sync-mappings"]
+    assert synced["status"] == "success"
+    assert datetime.fromisoformat(synced["finished_at"]) >= started + timedelta(seconds=1)  # its end, not start
+
+    athoc_sim.latency = 0
+    assert run_mapping_sync(runtime).status == Outcome.SKIPPED  # synced just now: not due
+    skipped = build_status(runtime)["last_runs"]["sync-mappings"]
+
+    assert skipped["status"] == "skipped" and skipped["error"] is None
+    assert skipped["finished_at"] >= synced["finished_at"]
+    assert skipped["last_success"] == synced["last_success"]
