@@ -16,8 +16,12 @@ bp = func.Blueprint()
 
 def _trigger_source() -> func.BlobSource:
     # Read when the worker indexes the app: the binding's source cannot change at run time.
-    if os.environ.get("BOBO_BLOB_TRIGGER_SOURCE", "EventGrid").strip() == "LogsAndContainerScan":
+    value = os.environ.get("BOBO_BLOB_TRIGGER_SOURCE", "EventGrid").strip()
+    if value == "LogsAndContainerScan":
         return func.BlobSource.LOGS_AND_CONTAINER_SCAN
+    if value != "EventGrid":
+        # Indexing must not fail ("0 functions loaded"); the settings check names it at the first run.
+        log.warning("BOBO_BLOB_TRIGGER_SOURCE=%r is neither EventGrid nor LogsAndContainerScan: using EventGrid", value)
     return func.BlobSource.EVENT_GRID
 
 

@@ -69,7 +69,8 @@ param separateDataStorage bool = true
 param storageSkuName string = 'Standard_LRS'
 
 @description('Flex Consumption: most instances the app may scale out to. The app coordinates batches itself, so a small number is enough.')
-@minValue(1)
+// Flex Consumption has documented 40 as the lowest maximum instance count; a lower value may be refused.
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 

@@ -446,7 +446,7 @@ def _send(runtime: Runtime, updates: list[PlannedUpdate], works: list[FileWork],
     by_login = {u.login: u for u in updates}
     by_file = {w.name: w for w in works}
     try:
-        # The whole send must end inside the function's time: the drain budget plus a margin (functionTimeout 10 min).
+        # The whole send must end inside the function's time: at most the drain budget (functionTimeout is 30 min).
         deadline = time.monotonic() + runtime.settings.drain_budget_seconds
         result = runtime.athoc.sync_duty_values([(u.login, u.value) for u in updates], deadline=deadline)
         rows = result.rows

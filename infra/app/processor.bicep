@@ -69,7 +69,8 @@ param pythonVersion string = '3.11'
 param instanceMemoryMB int = 2048
 
 @description('Most instances the app may scale out to.')
-@minValue(1)
+// Flex Consumption has documented 40 as the lowest maximum instance count; a lower value may be refused.
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
