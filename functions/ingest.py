@@ -41,7 +41,22 @@ def ingest_csv(client: blob.BlobClient) -> None:
     from shared.pipeline import ingest_blob
     from shared.runtime import process_runtime
 
-    ingest_blob(process_runtime(), client.blob_name, trigger="ingest_csv")
+    runtime = process_runtime()
+    ingest_blob(runtime, blob_name(client, runtime.settings.incoming_container), trigger="ingest_csv")
+
+
+def blob_name(trigger_input: object, incoming_container: str) -> str:
+    """The blob's name inside incoming.
+
+    The host sends an SDK-type `BlobClient` (its `blob_name`); a classic `func.blob.InputStream` (for a
+    caller or a host without the SDK-type binding) names the blob `container/path`. Only the pipeline
+    reads the blob, from storage, so either input gives the same run.
+    """
+    name = getattr(trigger_input, "blob_name", None)
+    if isinstance(name, str) and name:
+        return name
+    full = str(getattr(trigger_input, "name", "") or "")
+    return full.removeprefix(f"{incoming_container}/")
 
 
 @bp.function_name("sweep_incoming")

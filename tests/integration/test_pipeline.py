@@ -559,3 +559,28 @@ def test_a_batcher_that_lost_its_lock_before_sending_sends_nothing(make_runtime,
 
     assert athoc_sim.count("sync") == 0 and report.updates_sent == 0
     assert where(runtime)["incoming"] == ["a.csv"] and report.files_seen == 0
+
+
+def test_ingest_csv_also_takes_a_classic_input_stream(make_test_env, athoc_sim, monkeypatch) -> None:
+    import azure.functions as func
+
+    import shared.runtime
+    from function_app import app
+
+    env = make_test_env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(shared.runtime, "_process_runtime", None)
+    runtime = Runtime(Settings.from_env(env))
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "exports/a.csv", csv_of(bon("1", "20251022100000")))
+    handler = next(f for f in app.get_functions() if f.get_function_name() == "ingest_csv").get_user_function()
+    body = csv_of(bon("1", "20251022100000")).encode()
+    stream = func.blob.InputStream(
+        data=body, name=f"{runtime.settings.incoming_container}/exports/a.csv", length=len(body)
+    )
+
+    handler(stream)
+
+    assert where(runtime)["processed"] == ["exports/a.csv"]
+    assert duty(athoc_sim, "1") == "22/10/2025 10:00:00"
