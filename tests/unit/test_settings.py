@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,15 @@ def test_example_file_lists_every_setting() -> None:
     # Bindings read these; the Functions host has no defaults for them (contract section 3).
     for name in ("BOBO_INCOMING_CONTAINER", "BOBO_SWEEP_SCHEDULE", "BOBO_MAPPING_SCHEDULE", "BOBO_CLEANUP_SCHEDULE"):
         assert values[name]
+
+
+def test_the_readme_lists_every_setting_with_its_default() -> None:
+    """Contract section 4: the README lists every setting with its default (its "## Settings" table)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Settings", 1)[1].split("\n### ", 1)[0]
+    listed = dict(re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]+) \|", table, flags=re.MULTILINE))
+    expected = {
+        spec.name: "(required)" if spec.required else (f"`{spec.default}`" if spec.default else "(empty)")
+        for spec in SETTINGS
+    }
+    assert {name: text.strip() for name, text in listed.items()} == expected
