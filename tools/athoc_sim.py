@@ -25,6 +25,9 @@ Choices a caller may rely on (the real server is unverified on these points):
 - Tokens: refresh tokens rotate (the old one is invalid once used), as IdentityServer's OneTimeOnly.
   The client may authenticate in the form or with HTTP Basic.
 - Path prefixes and query parameter names are case-insensitive; the org code in the path too.
+- History: ``history(login)`` lists the duty values written, in order; ``history_entries(login)`` adds
+  when each was applied and the ``seq`` of the request that wrote it (every recorded request carries
+  its ``seq`` and headers), so a caller can attribute each value to the sender that sent it.
 
 Command line: ``python -m tools.athoc_sim [--port 0] [--demo-users N] ...`` prints
 ``ATHOC_SIM_URL=http://127.0.0.1:PORT`` and serves until SIGTERM/SIGINT.
@@ -86,6 +89,16 @@ class RecordedRequest:
     fault: str | None = None  # "fail", "drop", "drop_after_apply", "malform:<mode>" or None
     started: float = 0.0  # time.monotonic() when the request line arrived
     client_port: int = 0  # the client's source port: equal ports mean one pooled connection
+    seq: int = 0  # this request's number, 1, 2, ... in arrival order (history entries name it)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One value written to a user's duty field, with when and by which request (see `history_entries`)."""
+
+    value: str | None
+    applied_at: float  # time.monotonic() when the value was applied
+    request_seq: int  # the `seq` of the SyncByCommonNames request that wrote it (0: not through HTTP)
 
 
 @dataclass
@@ -295,6 +308,8 @@ class AtHocSimulator:
         self._next_id = itertools.count(1001)
         self._attributes: set[str] = {*BASE_ATTRIBUTES, duty_field, collar_field, *attributes}
         self._history: dict[str, list[str | None]] = {}
+        self._history_entries: dict[str, list[HistoryEntry]] = {}
+        self._request_seq = itertools.count(1)
         self._denied: set[str] = set()
         self._faults: list[_Fault] = []
         self._access_tokens: dict[str, float] = {}  # token -> monotonic expiry
@@ -436,6 +451,12 @@ class AtHocSimulator:
         with self._lock:
             return list(self._history.get(login, ()))
 
+    def history_entries(self, login: str) -> list[HistoryEntry]:
+        """`history(login)` with, for each value, when it was applied and the `seq` of the request that
+        wrote it, so a caller can tell which of several senders (and which of their events) it came from."""
+        with self._lock:
+            return list(self._history_entries.get(login, ()))
+
     def deny(self, login: str) -> None:
         with self._lock:
             self._denied.add(login)
@@ -530,6 +551,11 @@ class AtHocSimulator:
         with self._lock:
             self._faults.append(_Fault("malform", count, frozenset({"sync"}), mode=mode))
 
+    def pending_faults(self) -> int:
+        """How many more requests the injected fail/drop/malform faults will still hit (0: all served)."""
+        with self._lock:
+            return sum(fault.remaining for fault in self._faults)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -586,6 +612,10 @@ class AtHocSimulator:
         with self._lock:
             self._log.clear()
             self._counts.clear()
+
+    def _next_request_seq(self) -> int:
+        with self._lock:
+            return next(self._request_seq)
 
     def _record(self, entry: RecordedRequest) -> None:
         with self._lock:
@@ -721,14 +751,18 @@ class AtHocSimulator:
             return True
         return isinstance(value, (str, int, float, bool))
 
-    def _sync(self, rows: list[dict[str, Any]], existing_only: bool, allow_partial: bool) -> list[dict[str, Any]]:
+    def _sync(
+        self, rows: list[dict[str, Any]], existing_only: bool, allow_partial: bool, request_seq: int = 0
+    ) -> list[dict[str, Any]]:
         results = []
         with self._lock:
             for row in rows:
-                results.append(self._sync_row(row, existing_only, allow_partial))
+                results.append(self._sync_row(row, existing_only, allow_partial, request_seq))
         return results
 
-    def _sync_row(self, row: dict[str, Any], existing_only: bool, allow_partial: bool) -> dict[str, Any]:
+    def _sync_row(
+        self, row: dict[str, Any], existing_only: bool, allow_partial: bool, request_seq: int = 0
+    ) -> dict[str, Any]:
         result = dict(row)
 
         def answer(status: str, details: str, user_id: int | None) -> dict[str, Any]:
@@ -765,6 +799,9 @@ class AtHocSimulator:
         user.update(good)
         if self.duty_field in good:
             self._history.setdefault(login, []).append(good[self.duty_field])
+            self._history_entries.setdefault(login, []).append(
+                HistoryEntry(good[self.duty_field], time.monotonic(), request_seq)
+            )
         if errors:
             return answer("Partial", "; ".join(errors), user["USER_ID"])
         return answer("OK", "Created" if created else "Updated", user["USER_ID"])
@@ -970,6 +1007,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers=self._recorded_headers(),
             started=started,
             client_port=self.client_address[1],
+            seq=sim._next_request_seq(),
         )
         try:
             if kind == "control":
@@ -1054,7 +1092,9 @@ class _Handler(BaseHTTPRequestHandler):
         rows = entry.body
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             return _Reply(400, {"Message": "The request body must be a JSON array of objects."})
-        results = sim._sync(rows, _true(query, "syncexistingusersonly"), _true(query, "allowpartialupdate"))
+        results = sim._sync(
+            rows, _true(query, "syncexistingusersonly"), _true(query, "allowpartialupdate"), request_seq=entry.seq
+        )
         fault = sim._take_malform()
         if fault is None:
             return _Reply(200, results)

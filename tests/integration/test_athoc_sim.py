@@ -68,9 +68,13 @@ def search(session: requests.Session, sim: AtHocSimulator, **params: Any) -> req
 
 
 def sync(
-    session: requests.Session, sim: AtHocSimulator, rows: Any, query: str = "?syncExistingUsersOnly=true"
+    session: requests.Session,
+    sim: AtHocSimulator,
+    rows: Any,
+    query: str = "?syncExistingUsersOnly=true",
+    headers: dict[str, str] | None = None,
 ) -> requests.Response:
-    return session.post(sim.url + SYNC_PATH + query, json=rows, timeout=TIMEOUT)
+    return session.post(sim.url + SYNC_PATH + query, json=rows, headers=headers, timeout=TIMEOUT)
 
 
 # --- discovery and tokens --------------------------------------------------------------------------
@@ -456,6 +460,44 @@ def test_history_keeps_every_write_in_order(sim: AtHocSimulator, api: requests.S
     sync(api, sim, [{"LOGIN_ID": "a@x", COLLAR: "9"}])  # no duty field: no history entry
     assert sim.history("a@x") == [*values, ""]
     assert sim.history("nobody@x") == []
+
+
+def test_history_entries_name_the_request_that_wrote_each_value(sim: AtHocSimulator, api: requests.Session) -> None:
+    sim.add_user("a@x")
+    sim.add_user("b@x")
+    before = time.monotonic()
+    sync(api, sim, [{"LOGIN_ID": "a@x", DUTY: WHEN}, {"LOGIN_ID": "b@x", DUTY: ""}])
+    sync(api, sim, [{"LOGIN_ID": "a@x", DUTY: ""}], headers={"X-Tag": "second"})
+    sync(api, sim, [{"LOGIN_ID": "a@x", COLLAR: "9"}])  # no duty field: no entry
+    requests_by_seq = {r.seq: r for r in sim.requests}
+    assert sorted(requests_by_seq) == list(range(1, len(sim.requests) + 1))  # numbered in arrival order
+    entries = sim.history_entries("a@x")
+    assert [e.value for e in entries] == sim.history("a@x") == [WHEN, ""]
+    assert before <= entries[0].applied_at <= entries[1].applied_at <= time.monotonic()
+    first, second = (requests_by_seq[e.request_seq] for e in entries)
+    assert first.kind == second.kind == "sync" and first.seq < second.seq
+    assert second.headers["X-Tag"] == "second"  # a caller's tag identifies the sender of a value
+    assert sim.history_entries("b@x")[0].request_seq == first.seq
+    assert sim.history_entries("nobody@x") == []
+
+
+def test_pending_faults_counts_requests_still_to_be_hit(sim: AtHocSimulator, api: requests.Session) -> None:
+    sim.add_user("a@x")
+    assert sim.pending_faults() == 0
+    sim.fail_next(2, status=429, kinds="sync")
+    sim.drop_next(1, kinds="sync")
+    assert sim.pending_faults() == 3
+    assert search(api, sim).status_code == 200  # another kind: nothing served
+    assert sync(api, sim, [{"LOGIN_ID": "a@x", DUTY: WHEN}]).status_code == 429
+    assert sim.pending_faults() == 2
+    sync(api, sim, [{"LOGIN_ID": "a@x", DUTY: WHEN}])
+    with pytest.raises(requests.ConnectionError):
+        sync(api, sim, [{"LOGIN_ID": "a@x", DUTY: WHEN}])
+    assert sim.pending_faults() == 0
+    sim.malform_next(1, "object")
+    assert sim.pending_faults() == 1
+    sim.clear_faults()
+    assert sim.pending_faults() == 0
 
 
 def test_sync_is_thread_safe(sim: AtHocSimulator) -> None:

@@ -565,7 +565,7 @@ def test_ingest_csv_also_takes_a_classic_input_stream(make_test_env, athoc_sim, 
     import azure.functions as func
 
     import shared.runtime
-    from function_app import app
+    from functions.ingest import ingest_csv
 
     env = make_test_env()
     for key, value in env.items():
@@ -574,7 +574,8 @@ def test_ingest_csv_also_takes_a_classic_input_stream(make_test_env, athoc_sim, 
     runtime = Runtime(Settings.from_env(env))
     seed_users(athoc_sim, runtime, ["1"])
     upload(runtime, "exports/a.csv", csv_of(bon("1", "20251022100000")))
-    handler = next(f for f in app.get_functions() if f.get_function_name() == "ingest_csv").get_user_function()
+    # The decorated function as the worker indexes it (app.get_functions() may run only once per app).
+    handler = ingest_csv.build().get_user_function()
     body = csv_of(bon("1", "20251022100000")).encode()
     stream = func.blob.InputStream(
         data=body, name=f"{runtime.settings.incoming_container}/exports/a.csv", length=len(body)
