@@ -33,13 +33,18 @@ def _print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
 def _chaos_summary(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     kill = result.get("kill", {})
     restart = result.get("azurite_restart", {})
+    failed = result.get("failed_files") or {}
     rows = [
         ("files uploaded", str(result["files_uploaded"]), "-", "n/a"),
         ("run time", f"{result['seconds']} s", "-", "n/a"),
-        ("worker SIGKILL", f"{kill.get('worker')} at {kill.get('last_event')} (lease {kill.get('lease')})",
+        ("batches", str(result.get("batches_run")), "-", "n/a"),
+        ("worker SIGKILL", f"{kill.get('worker')} at {kill.get('phase')} after {kill.get('at_seconds')} s",
          "mid-batch", "met" if kill.get("mid_batch") else "MISSED"),
-        ("Azurite restart", f"{restart.get('seconds')} s down", "once", "met" if restart else "MISSED"),
-        ("faults injected", ", ".join(f"{k} {v}" for k, v in result["faults"].items()), "-", "n/a"),
+        ("Azurite restart", f"at {restart.get('at_seconds')} s, {restart.get('seconds')} s until it answered again",
+         "during a batch", "met" if restart.get("hit_running_batch") else "MISSED"),
+        ("faults served", ", ".join(f"{k} {v}" for k, v in result.get("faults_served", {}).items()), "-", "n/a"),
+        ("failed files", ", ".join(sorted(failed)) or "none", "only the expected ones",
+         "met" if sorted(failed) == sorted(result.get("expected_failed") or {}) else "MISSED"),
         ("AtHoc requests", ", ".join(f"{k} {v}" for k, v in result["athoc_requests"].items() if v), "-", "n/a"),
         ("problems", str(len(result["problems"])), "0", "met" if result["ok"] else "FAILED"),
     ]  # fmt: skip
