@@ -4,7 +4,7 @@ that version 0.1.0 kept in one partition."""
 from __future__ import annotations
 
 from shared.state import (
-    EMPLOYEE_BUCKETS,
+    BUCKETS,
     LEGACY_PARTITION,
     MAPPING_PARTITION_PREFIX,
     WATERMARK_PARTITION_PREFIX,
@@ -25,7 +25,7 @@ def test_employee_partition_is_stable_and_spread() -> None:
     ids = [str(n) for n in range(5000)]
     buckets = {employee_partition("map", emp) for emp in ids}
     assert employee_partition("map", "123") == employee_partition("map", "123")
-    assert len(buckets) == EMPLOYEE_BUCKETS
+    assert len(buckets) == BUCKETS["map"]
     assert all(b.startswith("map-") and len(b) == len("map-00") for b in buckets)
 
 
@@ -53,7 +53,7 @@ def test_watermarks_spread_over_partitions_and_overwrite_per_employee(make_runti
     loaded = runtime.state.load_watermarks()
 
     assert len(loaded) == 250 and loaded["7"] == "2025-10-22T08:00:00||BOF"
-    assert len(partitions(runtime, "watermarks")) > 32
+    assert len(partitions(runtime, "watermarks")) == BUCKETS[WATERMARK_PARTITION_PREFIX]
 
 
 def test_rows_of_version_0_1_0_move_to_their_buckets_and_a_newer_watermark_is_kept(make_runtime) -> None:
