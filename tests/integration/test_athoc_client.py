@@ -448,15 +448,13 @@ def test_read_timeouts_stay_within_the_call_budget(
     client.check_connection()  # the token first, so only the update meets the latency
     sim.reset_log()
     sim.latency = 0.6
-    started = time.monotonic()
     report = client.sync_duty_values([("alice", WHEN)])
-    elapsed = time.monotonic() - started
     assert statuses(report) == [RowStatus.FAILED]
     assert report.rows[0].transient
     assert report.rows[0].kind in ("network", "budget")
     assert "timeout" in report.rows[0].detail or "out of time" in report.rows[0].detail
-    assert 2 <= report.requests <= 6  # retried, but only as often as the budget allows
-    assert elapsed < 4.0  # generous: the budget is 1 s of waiting on the network
+    # Retried, but only as often as the 1 s budget allows (20 retries were permitted): counted, not timed.
+    assert 2 <= report.requests <= 6
     time.sleep(0.7)  # the simulator records a request once its (late) answer is written
     assert sim.count("sync") == report.requests
 

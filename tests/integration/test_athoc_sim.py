@@ -592,9 +592,8 @@ def test_latency_delays_api_but_not_control(sim: AtHocSimulator) -> None:
     started = time.monotonic()
     assert requests.get(sim.url + DISCOVERY_PATH, timeout=TIMEOUT).status_code == 200
     assert time.monotonic() - started >= 0.3
-    started = time.monotonic()
-    requests.get(sim.url + "/__sim__/counts", timeout=TIMEOUT)
-    assert time.monotonic() - started < 0.3
+    sim.latency = 30  # a control request that waited for it would time out below, on any machine
+    assert requests.get(sim.url + "/__sim__/counts", timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize("mode", ["not_json", "object", "drop_rows", "wrong_logins"])
