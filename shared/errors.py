@@ -22,6 +22,8 @@ class ErrorKind(enum.StrEnum):
     BUDGET = "budget"  # the caller's time budget ran out before the call could finish
     STORAGE = "storage"  # the storage account could not be reached
     MAPPING = "mapping"  # no usable mapping: the first mapping sync failed or was refused
+    ROW = "row"  # AtHoc answered a user's row with an error (not "not found", not "denied")
+    INTERNAL = "internal"  # an unexpected exception in this app (a bug): the traceback is in the log
 
     @property
     def needs_settings_fix(self) -> bool:

@@ -31,6 +31,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.errors import ErrorKind
 from shared.storage import table_service
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class RunRecord:
     error: str = ""
     trigger: str = ""
     counts: dict[str, Any] = field(default_factory=dict)
+    error_kind: ErrorKind | None = None  # why the run failed, as a type (the verdict never reads `error`)
 
     @property
     def duration_seconds(self) -> float:
@@ -177,6 +179,7 @@ class RunRecord:
             "duration_seconds": self.duration_seconds,
             "outcome": str(self.outcome),
             "error": self.error[:8000],
+            "error_kind": str(self.error_kind or ""),
             "trigger": self.trigger,
             "counts": json.dumps(self.counts, default=str)[:30000],
         }
@@ -192,6 +195,7 @@ class RunRecord:
             error=str(entity.get("error", "")),
             trigger=str(entity.get("trigger", "")),
             counts=json.loads(entity.get("counts") or "{}"),
+            error_kind=ErrorKind.parse(entity.get("error_kind")),
         )
 
 
@@ -203,6 +207,7 @@ class JobStatus:
     last_success: datetime | None = None
     last_finished: datetime | None = None
     last_error: str = ""
+    last_error_kind: ErrorKind | None = None  # stored beside the message: verdicts and alerts read this
     success_count: int = 0
     failure_count: int = 0
     last_counts: dict[str, Any] = field(default_factory=dict)
@@ -491,6 +496,7 @@ class StateStore:
                 run.kind,
                 run.outcome,
                 error=run.error,
+                error_kind=run.error_kind,
                 counts=run.counts if status_counts is None else status_counts,
                 new_version=new_version,
                 at=at,
@@ -518,6 +524,7 @@ class StateStore:
         outcome: str,
         *,
         error: str = "",
+        error_kind: ErrorKind | None = None,
         counts: Mapping[str, Any] | None = None,
         new_version: bool = False,
         at: datetime | None = None,
@@ -539,6 +546,7 @@ class StateStore:
                 status.last_status = outcome
                 status.last_finished = at
                 status.last_error = error if outcome == Outcome.FAILED else ""
+                status.last_error_kind = error_kind if outcome == Outcome.FAILED else None
                 status.last_counts = dict(counts or {})
                 if outcome == Outcome.SUCCESS:
                     status.last_success = at
@@ -579,7 +587,11 @@ def _status_to_entity(status: JobStatus) -> dict[str, Any]:
     for key, value in asdict(status).items():
         if key == "kind" or value is None:
             continue
-        entity[key] = json.dumps(value, default=str) if key == "last_counts" else value
+        if key == "last_counts":
+            value = json.dumps(value, default=str)
+        elif isinstance(value, ErrorKind):
+            value = value.value  # plain text in the table
+        entity[key] = value
     return entity
 
 
@@ -591,6 +603,7 @@ def _status_from_entity(entity: Mapping[str, Any]) -> JobStatus:
         last_success=_as_utc(entity.get("last_success")),
         last_finished=_as_utc(entity.get("last_finished")),
         last_error=str(entity.get("last_error", "")),
+        last_error_kind=ErrorKind.parse(entity.get("last_error_kind")),
         success_count=int(entity.get("success_count", 0)),
         failure_count=int(entity.get("failure_count", 0)),
         last_counts=json.loads(entity.get("last_counts") or "{}"),
