@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,20 +32,19 @@ from zoneinfo import ZoneInfo
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.athoc_client import LOGIN_FIELD, AtHocAuthError, AtHocError, RowStatus
-from shared.logcontext import brief_error, log_run_summary, run_context
+from shared.athoc_client import LOGIN_FIELD, AtHocAuthError, AtHocError, RowResult, RowStatus
+from shared.decisions import row_failure_message
+from shared.errors import ErrorKind
+from shared.jobs import CLEANUP_COUNTS, ExitCode, JobEnd, JobRun, capped, start_job
+from shared.logcontext import brief_error
 from shared.mapping_sync import field_value
 from shared.runtime import Runtime
-from shared.state import JobKind, Outcome, RunRecord, utcnow
+from shared.state import JobKind, Outcome
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_STORAGE = 3  # the CLI's code for "storage unreachable"
 # The pipeline holds the batch lock for one drain (seconds, rarely minutes): wait this long for it.
 LOCK_WAIT_SECONDS = 60.0
-LOCK_POLL_SECONDS = 0.5
 # Values listed in the JSON and the run log; the counts are always complete.
 LISTED = 1000
 
@@ -147,9 +145,6 @@ class ClearReport:
     errors: tuple[str, ...] = ()
 
 
-COUNT_KEYS = ("users_checked", "stale_found", "cleared", "unparsable", "users_not_found", "users_denied")
-
-
 @dataclass(frozen=True)
 class CleanupResult:
     """The `cleanup` command's answer (contract section 6) and the job's record."""
@@ -168,11 +163,11 @@ class CleanupResult:
     errors: tuple[str, ...] = ()
     run_id: str = ""
     trigger: str = ""
-    exit_code: int = EXIT_OK
-    error_kind: str = ""  # AtHocError.kind of a failure ("auth" feeds the authentication alert)
+    exit_code: ExitCode = ExitCode.OK
+    error_kind: ErrorKind | None = None  # why it failed ("auth" feeds the authentication alert)
 
     @property
-    def status(self) -> str:
+    def status(self) -> Outcome:
         return Outcome.FAILED if self.errors else Outcome.SUCCESS
 
     @property
@@ -181,10 +176,10 @@ class CleanupResult:
 
     @property
     def failure(self) -> str:
-        return f"cleanup failed: {self.error}" if self.exit_code != EXIT_OK else ""
+        return f"cleanup failed: {self.error}" if self.exit_code != ExitCode.OK else ""
 
     def counts(self) -> dict[str, int]:
-        return {key: int(getattr(self, key)) for key in COUNT_KEYS}
+        return {key: int(getattr(self, key)) for key in CLEANUP_COUNTS}
 
     def to_json(self) -> dict[str, Any]:
         listed = {"stale": [_pair(v) for v in self.stale[:LISTED]]} if self.dry_run else {}
@@ -237,10 +232,10 @@ class _Run:
     retention: RetentionReport = field(default_factory=RetentionReport)
     search: str = ""
     errors: list[str] = field(default_factory=list)
-    exit_code: int = EXIT_OK
-    error_kind: str = ""
+    exit_code: ExitCode = ExitCode.OK
+    error_kind: ErrorKind | None = None
 
-    def fail(self, message: str, exit_code: int = EXIT_FAILED, kind: str = "") -> None:
+    def fail(self, message: str, exit_code: ExitCode = ExitCode.FAILED, kind: ErrorKind | None = None) -> None:
         self.errors.append(message)
         self.exit_code = max(self.exit_code, exit_code)
         self.error_kind = self.error_kind or kind
@@ -256,19 +251,17 @@ def run_cleanup(
 
     `now` is the job's clock (staleness, retention cutoffs, run times); tests pass a fixed instant.
     """
-    with run_context(JobKind.CLEANUP) as run_id:
-        clock = now.astimezone(UTC) if now is not None else utcnow()
-        started = time.monotonic()
+    with start_job(JobKind.CLEANUP, trigger=trigger, now=now) as job:
         run = _Run(dry_run=dry_run)
         try:
             runtime.ensure_ready()
         except AzureError as error:
-            run.fail(f"storage unreachable: {brief_error(error)}", EXIT_STORAGE)
+            run.fail(f"storage unreachable: {brief_error(error)}", ExitCode.STORAGE, ErrorKind.STORAGE)
         else:
-            _stale_duty(runtime, run, clock)
+            _stale_duty(runtime, run, job.started_at)
             if not dry_run:
                 # Retention does not depend on AtHoc: an AtHoc outage must not let logs pile up.
-                _retention(runtime, run, clock)
+                _retention(runtime, run, job.started_at)
         result = CleanupResult(
             dry_run=dry_run,
             users_checked=run.classified.checked,
@@ -282,14 +275,14 @@ def run_cleanup(
             search=run.search,
             retention=run.retention,
             errors=tuple(run.errors),
-            run_id=run_id,
+            run_id=job.run_id,
             trigger=trigger,
             exit_code=run.exit_code,
             error_kind=run.error_kind,
         )
-        if not dry_run and run.exit_code != EXIT_STORAGE:
-            _record(runtime, result, clock, started)
-        _log_summary(result, started)
+        if not dry_run and run.exit_code != ExitCode.STORAGE:
+            _record(runtime, job, result)
+        _log_summary(job, result)
         return result
 
 
@@ -299,7 +292,7 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
             _find_and_clear(runtime, run, clock)
             return
         lock = runtime.storage.batch_lock()
-        if not _acquire(lock):
+        if not lock.acquire_within(LOCK_WAIT_SECONDS):
             run.fail(f"the pipeline's batch lock stayed busy for {LOCK_WAIT_SECONDS:.0f} s; the next run clears")
             return
         try:
@@ -310,10 +303,10 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
     except AtHocError as error:
         run.fail(f"AtHoc unreachable: {error}", kind=error.kind)
     except AzureError as error:
-        run.fail(f"storage unreachable: {brief_error(error)}", EXIT_STORAGE)
+        run.fail(f"storage unreachable: {brief_error(error)}", ExitCode.STORAGE, ErrorKind.STORAGE)
     except Exception as error:  # the timer must never raise; the traceback goes to the log
         log.exception("stale duty cleanup failed unexpectedly")
-        run.fail(f"unexpected {error.__class__.__name__}: {brief_error(error)}")
+        run.fail(f"unexpected {error.__class__.__name__}: {brief_error(error)}", kind=ErrorKind.INTERNAL)
 
 
 def _hand_over_waiting_files(runtime: Runtime) -> None:
@@ -326,15 +319,6 @@ def _hand_over_waiting_files(runtime: Runtime) -> None:
 
     log.info("files arrived while the cleanup held the batch lock: draining them now")
     drain(runtime, trigger="clear_stale_duty")
-
-
-def _acquire(lock: Any) -> bool:
-    give_up = time.monotonic() + LOCK_WAIT_SECONDS
-    while not lock.acquire():
-        if time.monotonic() >= give_up:
-            return False
-        time.sleep(LOCK_POLL_SECONDS)
-    return True
 
 
 def _find_and_clear(runtime: Runtime, run: _Run, clock: datetime, lock_lost: Any = None) -> None:
@@ -384,28 +368,21 @@ def _users_with_duty(runtime: Runtime, run: _Run) -> list[dict[str, Any]]:
     return runtime.athoc.search_users([duty_field])
 
 
-def _summarise_clear(rows: Sequence[Any]) -> ClearReport:
+def _summarise_clear(rows: Sequence[RowResult]) -> ClearReport:
     counts = {status: 0 for status in RowStatus}
     problems: list[str] = []
     for row in rows:
         counts[row.status] += 1
         if row.status in (RowStatus.UPDATED, RowStatus.NOT_FOUND, RowStatus.DENIED):
             continue
-        # A failed request is one error for all its rows; a row error names its user.
-        message = (
-            f"AtHoc request failed: {row.detail}"
-            if row.status is RowStatus.FAILED
-            else f"AtHoc {row.status.value} for {row.login}: {row.detail}"
-        )
+        message = row_failure_message(row)
         if message not in problems:
             problems.append(message)
-    if len(problems) > 20:
-        problems = [*problems[:20], f"... and {len(problems) - 20} more AtHoc errors"]
     return ClearReport(
         cleared=counts[RowStatus.UPDATED],
         users_not_found=counts[RowStatus.NOT_FOUND],
         users_denied=counts[RowStatus.DENIED],
-        errors=tuple(problems),
+        errors=tuple(capped(problems, what="AtHoc errors")),
     )
 
 
@@ -425,7 +402,7 @@ def _retention(runtime: Runtime, run: _Run, clock: datetime) -> None:
             rejects_deleted = delete_rejects_before(runtime, cutoff)
         run.retention = RetentionReport(True, runs_purged, files_purged, blobs_deleted, rejects_deleted)
     except AzureError as error:
-        run.fail(f"retention: storage unreachable: {brief_error(error)}", EXIT_STORAGE)
+        run.fail(f"retention: storage unreachable: {brief_error(error)}", ExitCode.STORAGE, ErrorKind.STORAGE)
 
 
 def delete_processed_before(runtime: Runtime, before: datetime) -> int:
@@ -463,23 +440,19 @@ def delete_rejects_before(runtime: Runtime, before: datetime) -> int:
 # ---------------------------------------------------------------- records and logs
 
 
-def _record(runtime: Runtime, result: CleanupResult, clock: datetime, started: float) -> None:
-    counts: dict[str, Any] = {**result.counts(), **{f"retention_{k}": v for k, v in result.retention.to_json().items()}}
-    run = RunRecord(
-        kind=JobKind.CLEANUP,
-        run_id=result.run_id,
-        started_at=clock,
-        finished_at=clock + timedelta(seconds=time.monotonic() - started),
-        outcome=result.status,
+def _record(runtime: Runtime, job: JobRun, result: CleanupResult) -> None:
+    retention = {f"retention_{k}": v for k, v in result.retention.to_json().items()}
+    end = JobEnd(
+        result.status,
+        {**result.counts(), **retention},
         error=result.error,
-        trigger=result.trigger,
-        counts=counts,
+        error_kind=result.error_kind,
+        status_counts=result.counts(),
     )
-    # The job's own clock (tests fix it) plus the time it took: status reports when it finished.
-    runtime.state.finish_run(run, status_counts=result.counts(), at=run.finished_at)
+    job.finish(runtime, end)
 
 
-def _log_summary(result: CleanupResult, started: float) -> None:
+def _log_summary(job: JobRun, result: CleanupResult) -> None:
     outcome = "dry_run" if result.dry_run else str(result.status)
     retention = result.retention
     text = (
@@ -488,16 +461,13 @@ def _log_summary(result: CleanupResult, started: float) -> None:
         f"{retention.files_purged} file records, {retention.processed_blobs_deleted} processed files purged"
         + (f"; error: {result.error}" if result.errors else "")
     )
-    log_run_summary(
+    job.log_summary(
         log,
-        JobKind.CLEANUP,
         outcome,
         text,
-        level=logging.ERROR if result.errors else logging.INFO,
-        trigger=result.trigger,
+        failed=bool(result.errors),
+        error_kind=result.error_kind,
         dry_run=result.dry_run,
-        **({"error_kind": result.error_kind} if result.error_kind else {}),
-        duration_seconds=round(time.monotonic() - started, 3),
         **result.counts(),
         **{f"retention_{k}": v for k, v in retention.to_json().items()},
     )

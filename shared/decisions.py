@@ -19,11 +19,13 @@ undo what AtHoc may hold) but not the same event, so a file put back with `retry
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.athoc_client import RowResult, RowStatus
 from shared.bobo_csv import Action, DutyEvent
+from shared.errors import ErrorKind, most_urgent
 
 UNCONFIRMED = "unconfirmed"
 
@@ -217,6 +219,76 @@ def plan_updates(
         unmapped=sorted(unmapped, key=by_employee),
         superseded=sorted(superseded, key=by_employee),
     )
+
+
+# Row results that settle an event: AtHoc applied it, or it can never apply it (the user is gone or out of
+# the service account's reach). Either way an older event must not be sent after it.
+SETTLED = frozenset({RowStatus.UPDATED, RowStatus.NOT_FOUND, RowStatus.DENIED})
+
+
+def row_failure_message(row: RowResult) -> str:
+    """One line for a row AtHoc did not settle: a failed request is one error for all its rows (the same
+    text for each, so lists of distinct messages stay short); a row error names its user."""
+    if row.status is RowStatus.FAILED:
+        return f"AtHoc request failed: {row.detail}"
+    return f"AtHoc {row.status.value} for {row.login}: {row.detail}"
+
+
+@dataclass
+class SendOutcome:
+    """What AtHoc's answer to one batch's updates means for the batch's files (docs/design.md#file-outcomes).
+
+    - `settled`: employee -> watermark of every event AtHoc settled (saved before any file moves);
+    - `retry_reasons`: file name -> the first reason one of its events was not settled (the file waits);
+    - `unconfirmed`: file name -> {employee -> unconfirmed watermark}: kept in case the file is given up;
+    - `failures`: the distinct failure messages, in the order met.
+    """
+
+    settled: dict[str, Watermark] = field(default_factory=dict)
+    updated_logins: set[str] = field(default_factory=set)  # casefolded: distinct users AtHoc updated
+    answered: int = 0  # rows AtHoc answered (the request reached it): `updates_sent`
+    not_found: int = 0
+    denied: int = 0
+    retry_reasons: dict[str, str] = field(default_factory=dict)
+    unconfirmed: dict[str, dict[str, Watermark]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    error_kind: ErrorKind | None = None
+
+
+def outcome_of_rows(updates: Sequence[PlannedUpdate], rows: Sequence[RowResult]) -> SendOutcome:
+    """Map AtHoc's row results (matched by login) back to the events and files that supplied them."""
+    by_login = {update.login: update for update in updates}
+    outcome = SendOutcome()
+    for row in rows:
+        update = by_login.get(row.login)
+        if update is None:
+            continue
+        if row.status is not RowStatus.FAILED:
+            outcome.answered += 1
+        if row.status in SETTLED:
+            outcome.settled[update.employee_id] = Watermark.from_event(update.source.event)
+            if row.status is RowStatus.UPDATED:
+                outcome.updated_logins.add(row.login.casefold())
+            elif row.status is RowStatus.NOT_FOUND:
+                outcome.not_found += 1
+            else:
+                outcome.denied += 1
+            continue
+        reason = row_failure_message(row)
+        file_name = update.source.file_name
+        outcome.retry_reasons.setdefault(file_name, reason)
+        outcome.unconfirmed.setdefault(file_name, {})[update.employee_id] = unconfirmed_watermark(update)
+        kind = ErrorKind.parse(row.kind) if row.status is RowStatus.FAILED else ErrorKind.ROW
+        outcome.error_kind = most_urgent(outcome.error_kind, kind)
+        if reason not in outcome.failures:
+            outcome.failures.append(reason)
+    return outcome
+
+
+def unconfirmed_watermark(update: PlannedUpdate) -> Watermark:
+    """The watermark a given-up file leaves for an event AtHoc never confirmed: older events stay blocked
+    (AtHoc may hold this one), the event itself may be sent again after retry-failed."""
+    return Watermark.from_event(update.source.event, confirmed=False)
 
 
 def _created_or_event_time(event: DutyEvent) -> datetime:

@@ -37,3 +37,11 @@ class ErrorKind(enum.StrEnum):
             return cls(str(value)) if value else None
         except ValueError:
             return None
+
+
+def most_urgent(current: ErrorKind | None, new: ErrorKind | None) -> ErrorKind | None:
+    """The kind a run reports when several failures happened: one an operator must fix (auth, TLS) wins,
+    otherwise the first one seen."""
+    if new is not None and new.needs_settings_fix and (current is None or not current.needs_settings_fix):
+        return new
+    return current or new

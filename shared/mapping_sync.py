@@ -24,7 +24,6 @@ Decisions where the issue is silent (see the README):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,15 +36,14 @@ from azure.data.tables import TableTransactionError
 
 from shared.athoc_client import LOGIN_FIELD, AtHocError
 from shared.bobo_csv import normalise_employee_id
-from shared.logcontext import brief_error, log_run_summary, run_context
+from shared.errors import ErrorKind
+from shared.jobs import SYNC_COUNTS, ExitCode, JobEnd, JobRun, start_job
+from shared.logcontext import brief_error
 from shared.runtime import Runtime
-from shared.state import JobKind, JobStatus, MappingEntry, Outcome, RunRecord, utcnow
+from shared.state import JobKind, JobStatus, MappingEntry, Outcome
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_STORAGE = 3  # the CLI's code for "storage unreachable"
 # A concurrent sync may delete a row this one also deletes (a 404 fails the whole transaction):
 # re-read the table and apply the remaining difference again, this many times at most.
 APPLY_ATTEMPTS = 3
@@ -234,8 +232,6 @@ def shrink_refusal(current_total: int, removed: int, max_remove_percent: float) 
 
 # ---------------------------------------------------------------- the result
 
-COUNT_KEYS = ("users_fetched", "users_without_collar", "mappings_total", "added", "updated", "removed", "conflicts")
-
 
 @dataclass(frozen=True)
 class MappingSyncResult:
@@ -256,15 +252,15 @@ class MappingSyncResult:
     error: str = ""
     run_id: str = ""
     trigger: str = ""
-    exit_code: int = EXIT_OK
-    error_kind: str = ""  # AtHocError.kind of a failure ("auth" feeds the authentication alert)
+    exit_code: ExitCode = ExitCode.OK
+    error_kind: ErrorKind | None = None  # why it failed ("auth" feeds the authentication alert)
 
     @property
     def failure(self) -> str:
-        return f"sync-mappings failed: {self.error}" if self.exit_code != EXIT_OK else ""
+        return f"sync-mappings failed: {self.error}" if self.exit_code != ExitCode.OK else ""
 
     def counts(self) -> dict[str, int]:
-        return {key: int(getattr(self, key)) for key in COUNT_KEYS}
+        return {key: int(getattr(self, key)) for key in SYNC_COUNTS}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -314,40 +310,37 @@ def run_mapping_sync(
 
     `now` is the job's clock (schedule decision and status times); tests pass a fixed instant.
     """
-    with run_context(JobKind.SYNC_MAPPINGS) as run_id:
-        clock = now.astimezone(UTC) if now is not None else utcnow()
-        started = time.monotonic()
+    with start_job(JobKind.SYNC_MAPPINGS, trigger=trigger, now=now) as job:
+        base = {"forced": force, "run_id": job.run_id, "trigger": trigger}
         try:
             runtime.ensure_ready()
             status = runtime.state.job_status(JobKind.SYNC_MAPPINGS)
-            due, reason = (True, "forced") if force else decide_mapping_sync(status, clock, runtime.settings)
+            due, reason = (True, "forced") if force else decide_mapping_sync(status, job.started_at, runtime.settings)
             if not due:
-                result = _skipped(status, reason, run_id, trigger)
-                runtime.state.record_job(JobKind.SYNC_MAPPINGS, Outcome.SKIPPED, at=clock)
-                _log_summary(result, started)
+                result = _skipped(status, reason, job.run_id, trigger)
+                runtime.state.record_job(JobKind.SYNC_MAPPINGS, Outcome.SKIPPED, at=job.started_at)
+                _log_summary(job, result)
                 return result
-            result = _sync(runtime, reason=reason, forced=force, run_id=run_id, trigger=trigger)
+            result = _sync(runtime, reason=reason, forced=force, run_id=job.run_id, trigger=trigger)
         except AzureError as error:
             result = MappingSyncResult(
                 status=Outcome.FAILED,
-                forced=force,
                 error=f"storage unreachable: {brief_error(error)}",
-                run_id=run_id,
-                trigger=trigger,
-                exit_code=EXIT_STORAGE,
+                exit_code=ExitCode.STORAGE,
+                error_kind=ErrorKind.STORAGE,
+                **base,
             )
         except Exception as error:  # the timer must never raise; the traceback goes to the log
             log.exception("mapping sync failed unexpectedly")
             result = MappingSyncResult(
                 status=Outcome.FAILED,
-                forced=force,
                 error=f"unexpected {error.__class__.__name__}: {brief_error(error)}",
-                run_id=run_id,
-                trigger=trigger,
-                exit_code=EXIT_FAILED,
+                exit_code=ExitCode.FAILED,
+                error_kind=ErrorKind.INTERNAL,
+                **base,
             )
-        _record(runtime, result, clock, started)
-        _log_summary(result, started)
+        _record(runtime, job, result)
+        _log_summary(job, result)
         return result
 
 
@@ -374,7 +367,7 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
             status=Outcome.FAILED,
             mappings_total=total,
             error=f"AtHoc unreachable or refused the user search: {error}; the mapping table was left unchanged",
-            exit_code=EXIT_FAILED,
+            exit_code=ExitCode.FAILED,
             error_kind=error.kind,
             **base,
         )
@@ -402,7 +395,7 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
             status=Outcome.FAILED,
             mappings_total=len(current),
             error=str(refusal),
-            exit_code=EXIT_FAILED,
+            exit_code=ExitCode.FAILED,
             **found,
             **base,
         )
@@ -467,46 +460,39 @@ def _apply(
             diff = diff_mappings(current, wanted, conflict_ids)
 
 
-def _record(runtime: Runtime, result: MappingSyncResult, clock: datetime, started: float) -> None:
+def _record(runtime: Runtime, job: JobRun, result: MappingSyncResult) -> None:
     """The run log entry and the status row; a table change gets a new version (the pipeline's cache key)."""
     changed = result.status == Outcome.SUCCESS and (result.added + result.updated + result.removed) > 0
-    counts: dict[str, Any] = {**result.counts(), "conflict_ids": list(result.conflict_ids[:CONFLICTS_LISTED])}
-    run = RunRecord(
-        kind=JobKind.SYNC_MAPPINGS,
-        run_id=result.run_id,
-        started_at=clock,
-        finished_at=clock + timedelta(seconds=time.monotonic() - started),
-        outcome=result.status,
+    counts = {**result.counts(), "conflict_ids": list(result.conflict_ids[:CONFLICTS_LISTED])}
+    end = JobEnd(
+        Outcome(result.status),
+        counts,
         error=result.error,
-        trigger=result.trigger,
-        counts=counts,
+        error_kind=result.error_kind,
+        status_counts=result.counts(),
+        new_version=changed,
     )
-    # The job's own clock (tests fix it) plus the time it took: status reports when it finished.
-    runtime.state.finish_run(run, status_counts=result.counts(), new_version=changed, at=run.finished_at)
+    job.finish(runtime, end)
 
 
-def _log_summary(result: MappingSyncResult, started: float) -> None:
+def _log_summary(job: JobRun, result: MappingSyncResult) -> None:
     if result.status == Outcome.FAILED:
-        text, level = f"sync-mappings failed: {result.error}", logging.ERROR
+        text = f"sync-mappings failed: {result.error}"
     elif result.status == Outcome.SKIPPED:
-        text, level = f"sync-mappings skipped: {result.reason}", logging.INFO
+        text = f"sync-mappings skipped: {result.reason}"
     else:
         text = (
             f"sync-mappings success ({result.reason}): {result.users_fetched} users, {result.mappings_total} "
             f"mappings, {result.added} added, {result.updated} updated, {result.removed} removed, "
             f"{result.conflicts} conflicts"
         )
-        level = logging.INFO
-    log_run_summary(
+    job.log_summary(
         log,
-        JobKind.SYNC_MAPPINGS,
         str(result.status),
         text,
-        level=level,
-        trigger=result.trigger,
+        failed=result.status == Outcome.FAILED,
+        error_kind=result.error_kind,
         forced=result.forced,
-        duration_seconds=round(time.monotonic() - started, 3),
-        **({"error_kind": result.error_kind} if result.error_kind else {}),
         **result.counts(),
     )
 

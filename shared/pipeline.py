@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,20 +26,27 @@ from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.athoc_client import RowStatus
-from shared.bobo_csv import DutyEvent, Rejection, UnreadableFile, read_bobo_csv, rejects_csv
-from shared.decisions import PlannedUpdate, SourcedEvent, Watermark, plan_updates
-from shared.logcontext import brief_error, log_run_summary, run_context
+from shared.bobo_csv import Rejection, UnreadableFile, read_bobo_csv, rejects_csv
+from shared.decisions import (
+    PlannedUpdate,
+    SourcedEvent,
+    Watermark,
+    latest_per_employee,
+    outcome_of_rows,
+    plan_updates,
+    unconfirmed_watermark,
+)
+from shared.errors import ErrorKind, most_urgent
+from shared.jobs import PROCESS_COUNTS, ExitCode, JobEnd, JobRun, capped, start_job
+from shared.logcontext import brief_error
 from shared.runtime import Runtime
-from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
+from shared.state import FileRecord, FileState, JobKind, Outcome, utcnow
 from shared.storage import BatchLock, IncomingBlob, MoveResult
 
 log = logging.getLogger(__name__)
 
-CONFIRMED = frozenset({RowStatus.UPDATED, RowStatus.NOT_FOUND, RowStatus.DENIED})
 # Rejected rows kept per file for its rejects file; beyond this only the count is kept (bounded memory).
 REJECTS_KEPT_PER_FILE = 10_000
-LOCK_POLL_SECONDS = 0.5
 # Files up to this size are downloaded once and moved from memory (one GET per file instead of two),
 # within a per-batch budget so a batch of many large files still streams.
 SMALL_FILE_BYTES = 1024 * 1024
@@ -63,9 +70,9 @@ class FileWork:
     reason: str = ""
     skipped: bool = False  # changed while being read: not attempted in this batch
     content: bytes | None = None  # the bytes of a small file, kept for its move
-    # Events this file won that AtHoc did not confirm (employee -> watermark text): if the file is given up,
-    # they become watermarks, so an older event arriving later cannot undo what AtHoc may have applied.
-    unconfirmed: dict[str, str] = field(default_factory=dict)
+    # Events this file won that AtHoc did not confirm: if the file is given up, they become watermarks, so
+    # an older event arriving later cannot undo what AtHoc may have applied.
+    unconfirmed: dict[str, Watermark] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -74,7 +81,7 @@ class FileWork:
 
 @dataclass
 class ProcessReport:
-    """The `process` command's JSON (contract section 6), summed over the batches of a drain."""
+    """The `process` command's JSON (docs/design.md#command-line), summed over the batches of a drain."""
 
     files_seen: int = 0
     files_processed: int = 0
@@ -99,35 +106,18 @@ class ProcessReport:
     lock_busy: bool = False
     run_id: str = ""
 
-    COUNTS = (
-        "files_seen",
-        "files_processed",
-        "files_failed",
-        "files_retry",
-        "rows_read",
-        "rows_rejected",
-        "updates_sent",
-        "users_updated",
-        "users_not_found",
-        "users_denied",
-        "unmapped_employees",
-        "stale_events",
-        "batches",
-        "athoc_requests",
-    )
-
     def add(self, other: ProcessReport) -> None:
-        for name in self.COUNTS:
+        for name in PROCESS_COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors += other.errors
         self.updated_logins |= other.updated_logins
         self.users_updated = len(self.updated_logins)
-        self.error_kind = self.error_kind or other.error_kind
+        self.error_kind = most_urgent(self.error_kind, other.error_kind)
         self.files += other.files
         self.updates += other.updates
 
     def counts(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.COUNTS}
+        return {name: getattr(self, name) for name in PROCESS_COUNTS}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,15 +130,15 @@ class ProcessReport:
         }
 
     storage_error: str = ""
-    error_kind: str = ""  # AtHocError.kind of a failed send ("auth" feeds the authentication alert)
+    error_kind: ErrorKind | None = None  # why the run failed as a job, not a file ("auth" feeds an alert)
     files_pending: int = -1  # incoming after the drain (-1: not listed)
     oldest_pending_seconds: int = 0
 
     # The command protocol of shared.cli: `process` did its job even when files failed or wait for retry
     # (AtHoc unreachable included); not when storage could not be reached.
     @property
-    def exit_code(self) -> int:
-        return 3 if self.storage_error else 0
+    def exit_code(self) -> ExitCode:
+        return ExitCode.STORAGE if self.storage_error else ExitCode.OK
 
     @property
     def failure(self) -> str:
@@ -207,27 +197,27 @@ def drain(
     Returns at once (with `lock_busy`) when another batcher holds the lock and `wait_for_lock` is 0;
     that batcher will also pick up the files of this caller. A dry run takes no lock and changes nothing.
     """
-    with run_context(JobKind.PROCESS) as run_id:
-        total = ProcessReport(dry_run=dry_run, run_id=run_id)
-        started = utcnow()
+    with start_job(JobKind.PROCESS, trigger=trigger) as job:
+        total = ProcessReport(dry_run=dry_run, run_id=job.run_id)
         try:
             runtime.ensure_ready()
             if dry_run:
                 blobs = runtime.storage.list_incoming(limit=runtime.settings.batch_max_files)
                 if blobs:
-                    total.add(_process_batch(runtime, blobs, run_id, dry_run=True))
-                _log_summary(total, started, trigger)
+                    total.add(_process_batch(runtime, blobs, job.run_id, dry_run=True))
+                _log_summary(job, total)
                 return total
-            _drain_with_lock(runtime, total, run_id, wait_window=wait_window, wait_for_lock=wait_for_lock)
+            _drain_with_lock(runtime, total, job.run_id, wait_window=wait_window, wait_for_lock=wait_for_lock)
             if not total.lock_busy:
                 _note_backlog(runtime, total)
         except AzureError as error:
             total.storage_error = brief_error(error)
             total.errors.append(f"storage unavailable: {total.storage_error}")
+            total.error_kind = ErrorKind.STORAGE
             log.error("process run failed: storage unavailable: %s", total.storage_error)
         if not total.lock_busy:
-            _record_run(runtime, total, started, trigger)
-        _log_summary(total, started, trigger)
+            _record_run(runtime, job, total)
+        _log_summary(job, total)
         return total
 
 
@@ -240,11 +230,9 @@ def _drain_with_lock(
     lock_wait_until = time.monotonic() + wait_for_lock
     while True:
         lock = runtime.storage.batch_lock()
-        while not lock.acquire():
-            if time.monotonic() >= lock_wait_until:
-                total.lock_busy = total.batches == 0
-                return
-            time.sleep(LOCK_POLL_SECONDS)
+        if not lock.acquire_within(max(0.0, lock_wait_until - time.monotonic())):
+            total.lock_busy = total.batches == 0
+            return
         try:
             if wait_window and settings.batch_window_seconds > 0:
                 time.sleep(settings.batch_window_seconds)
@@ -293,7 +281,6 @@ def _process_batch(
             work.outcome, work.reason = FileState.FAILED, "not a .csv file"
 
     csv_works = [w for w in works if w.outcome is None]
-    winners: dict[str, SourcedEvent] = {}
     memory_left = BATCH_MEMORY_BUDGET
     reads: list[tuple[FileWork, bool]] = []
     for work in csv_works:
@@ -301,12 +288,10 @@ def _process_batch(
         memory_left -= work.blob.size if keep else 0
         reads.append((work, keep))
     _in_parallel(settings.io_threads, lambda read: _read_file(runtime, read[0], keep_content=read[1]), reads)
-    for work in csv_works:  # merged in listing order: the same winners whichever read finished first
-        if work.outcome is None and not work.skipped:
-            for employee_id, sourced in work.winners.items():
-                current = winners.get(employee_id)
-                if current is None or sourced.key > current.key:
-                    winners[employee_id] = sourced
+    # Merged in listing order: the same winners whichever read finished first.
+    winners = latest_per_employee(
+        sourced for work in csv_works if work.outcome is None and not work.skipped for sourced in work.winners.values()
+    )
     if any(w.outcome is FileState.WAITING for w in csv_works):
         # A file we could not read may hold the newest event of someone in this batch: send nothing now,
         # and leave the readable files untouched (not attempted) for the next batch.
@@ -328,6 +313,7 @@ def _process_batch(
                 if work.winners:
                     _retry(work, mapping_error)
             report.errors.append(mapping_error)
+            report.error_kind = most_urgent(report.error_kind, ErrorKind.MAPPING)
             winners = {}
 
     if winners:
@@ -409,14 +395,7 @@ def _read_file(runtime: Runtime, work: FileWork, *, keep_content: bool) -> None:
             chunks: Iterable[bytes] = (work.content,)
         else:
             chunks = runtime.storage.read_chunks(settings.incoming_container, work.name, etag=work.blob.etag)
-        for item in read_bobo_csv(chunks):
-            work.rows_read += 1
-            if isinstance(item, Rejection):
-                work.rows_rejected += 1
-                if len(work.rejections) < REJECTS_KEPT_PER_FILE:
-                    work.rejections.append(item)
-                continue
-            _keep_latest(work, item)
+        work.winners = latest_per_employee(_events_of(work, chunks))
     except UnreadableFile as error:
         work.outcome, work.reason = FileState.FAILED, f"not readable: {error}"
         work.winners.clear()
@@ -435,77 +414,51 @@ def _read_file(runtime: Runtime, work: FileWork, *, keep_content: bool) -> None:
         work.winners.clear()
 
 
-def _keep_latest(work: FileWork, event: DutyEvent) -> None:
-    sourced = SourcedEvent(event, work.name, work.blob.last_modified)
-    current = work.winners.get(event.employee_id)
-    if current is None or sourced.key > current.key:
-        work.winners[event.employee_id] = sourced
+def _events_of(work: FileWork, chunks: Iterable[bytes]) -> Iterator[SourcedEvent]:
+    """The file's events, streamed; its rows and rejections are counted (and kept, bounded) on the way."""
+    for item in read_bobo_csv(chunks):
+        work.rows_read += 1
+        if isinstance(item, Rejection):
+            work.rows_rejected += 1
+            if len(work.rejections) < REJECTS_KEPT_PER_FILE:
+                work.rejections.append(item)
+            continue
+        yield SourcedEvent(item, work.name, work.blob.last_modified)
 
 
 def _send(runtime: Runtime, updates: list[PlannedUpdate], works: list[FileWork], report: ProcessReport) -> None:
-    by_login = {u.login: u for u in updates}
     by_file = {w.name: w for w in works}
     try:
         # The whole send must end inside the function's time: at most the drain budget (functionTimeout is 30 min).
         deadline = time.monotonic() + runtime.settings.drain_budget_seconds
         result = runtime.athoc.sync_duty_values([(u.login, u.value) for u in updates], deadline=deadline)
-        rows = result.rows
-        report.athoc_requests += result.requests
     except Exception as error:  # the trigger must never raise for AtHoc: treat it as a failed call
         log.exception("AtHoc update failed unexpectedly")
-        rows = None
         failure = f"AtHoc update failed: {error.__class__.__name__}"
-    confirmed: dict[str, str] = {}
-    updated_logins = report.updated_logins
-    if rows is None:
         for update in updates:
             work = by_file[update.source.file_name]
             _retry(work, failure)
-            work.unconfirmed[update.employee_id] = _unconfirmed(update)
+            work.unconfirmed[update.employee_id] = unconfirmed_watermark(update)
         report.errors.append(failure)
+        report.error_kind = most_urgent(report.error_kind, ErrorKind.INTERNAL)
         return
-    failures: list[str] = []
-    for row in rows:
-        update = by_login.get(row.login)
-        if update is None:
-            continue
-        if row.status is not RowStatus.FAILED:
-            report.updates_sent += 1  # AtHoc answered for this row: it reached AtHoc
-        if row.status in CONFIRMED:
-            confirmed[update.employee_id] = Watermark.from_event(update.source.event).to_text()
-            if row.status is RowStatus.UPDATED:
-                updated_logins.add(row.login.casefold())
-            elif row.status is RowStatus.NOT_FOUND:
-                report.users_not_found += 1
-            else:
-                report.users_denied += 1
-            log.debug("AtHoc %s for %s = %r", row.status.name, row.login, row.value)
-            continue
-        # A failed request is one error for all its rows; a row error names its user.
-        reason = (
-            f"AtHoc request failed: {row.detail}"
-            if row.status is RowStatus.FAILED
-            else (f"AtHoc {row.status.name.lower()} for {row.login}: {row.detail}")
-        )
-        work = by_file[update.source.file_name]
-        _retry(work, reason)
-        if row.status is RowStatus.FAILED and row.kind and report.error_kind != "auth":
-            report.error_kind = row.kind
-        work.unconfirmed[update.employee_id] = _unconfirmed(update)
-        if reason not in failures:
-            failures.append(reason)
-    report.users_updated = len(updated_logins)
-    if confirmed:
-        runtime.state.save_watermarks(confirmed)
-    report.errors += failures[:20]
-    if len(failures) > 20:
-        report.errors.append(f"... and {len(failures) - 20} more AtHoc row errors")
-
-
-def _unconfirmed(update: PlannedUpdate) -> str:
-    """The watermark a given-up file leaves for an event AtHoc never confirmed: older events stay blocked
-    (AtHoc may hold this one), the event itself may be sent again after retry-failed."""
-    return Watermark.from_event(update.source.event, confirmed=False).to_text()
+    report.athoc_requests += result.requests
+    outcome = outcome_of_rows(updates, result.rows)
+    for file_name, reason in outcome.retry_reasons.items():
+        _retry(by_file[file_name], reason)
+    for file_name, unconfirmed in outcome.unconfirmed.items():
+        by_file[file_name].unconfirmed.update(unconfirmed)
+    for login in outcome.updated_logins:
+        log.debug("AtHoc confirmed the update of %s", login)
+    report.updates_sent += outcome.answered
+    report.users_not_found += outcome.not_found
+    report.users_denied += outcome.denied
+    report.updated_logins |= outcome.updated_logins
+    report.users_updated = len(report.updated_logins)
+    report.error_kind = most_urgent(report.error_kind, outcome.error_kind)
+    if outcome.settled:
+        runtime.state.save_watermarks({emp: mark.to_text() for emp, mark in outcome.settled.items()})
+    report.errors += capped(outcome.failures, what="AtHoc row errors")
 
 
 def _retry(work: FileWork, reason: str) -> None:
@@ -545,7 +498,7 @@ def _finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report
                 continue
             work.outcome = FileState.FAILED
             work.reason = f"retries exhausted after {record.attempts} attempts: {work.reason}"
-            given_up.update(work.unconfirmed)
+            given_up.update({emp: mark.to_text() for emp, mark in work.unconfirmed.items()})
         final.append(work)
     if given_up:
         # Before the moves: a crash between the two must not let an older event through later.
@@ -639,48 +592,35 @@ def _write_rejects(runtime: Runtime, work: FileWork, copy_name: str) -> None:
     runtime.storage.write_blob(runtime.settings.rejects_container, f"{copy_name}.rejects.csv", body, overwrite=True)
 
 
-def _record_run(runtime: Runtime, total: ProcessReport, started: datetime, trigger: str) -> None:
-    outcome = Outcome.FAILED if total.errors else Outcome.SUCCESS
+def _record_run(runtime: Runtime, job: JobRun, total: ProcessReport) -> None:
     if total.files_seen == 0 and not total.errors:
         return  # an empty sweep is not worth a run-log entry every five minutes
-    run = RunRecord(
-        kind=JobKind.PROCESS,
-        run_id=total.run_id,
-        started_at=started,
-        finished_at=utcnow(),
-        outcome=outcome,
-        error="; ".join(total.errors)[:8000],
-        trigger=trigger,
-        counts=total.counts(),
-    )
-    runtime.state.finish_run(run)
+    outcome = Outcome.FAILED if total.errors else Outcome.SUCCESS
+    job.finish(runtime, JobEnd(outcome, total.counts(), error="; ".join(total.errors), error_kind=total.error_kind))
 
 
-def _log_summary(total: ProcessReport, started: datetime, trigger: str) -> None:
+def _log_summary(job: JobRun, total: ProcessReport) -> None:
     if total.lock_busy:
-        log.info("process: another batcher holds the lock; it will take these files", extra={"trigger": trigger})
+        log.info("process: another batcher holds the lock; it will take these files", extra={"trigger": job.trigger})
         return
     outcome = "failed" if total.errors else "success"
-    duration = (utcnow() - started).total_seconds()
     text = (
         f"process {outcome}: {total.files_seen} files ({total.files_processed} processed, {total.files_failed} "
         f"failed, {total.files_retry} retry), {total.rows_read} rows, {total.updates_sent} updates sent"
     )
-    log_run_summary(
+    backlog = (
+        {"files_pending": total.files_pending, "oldest_pending_seconds": total.oldest_pending_seconds}
+        if total.files_pending >= 0
+        else {}
+    )
+    job.log_summary(
         log,
-        JobKind.PROCESS,
         outcome,
         text,
-        level=logging.ERROR if total.errors else logging.INFO,
-        trigger=trigger,
-        duration_seconds=round(duration, 3),
+        failed=bool(total.errors),
+        error_kind=total.error_kind,
         dry_run=total.dry_run,
-        **(
-            {"files_pending": total.files_pending, "oldest_pending_seconds": total.oldest_pending_seconds}
-            if total.files_pending >= 0
-            else {}
-        ),
-        **({"error_kind": total.error_kind} if total.error_kind else {}),
+        **backlog,
         **total.counts(),
     )
 

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # (processed holds only processed files), and a container lease blocks nothing but deleting the container.
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
 METADATA_VALUE_LIMIT = 1024
+# How often a caller waiting for the batch lock asks again.
+LOCK_POLL_SECONDS = 0.5
 
 
 class StorageUnavailable(RuntimeError):
@@ -291,6 +293,15 @@ class BatchLock:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def acquire_within(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the lock (0: one try); False when another batcher still holds it."""
+        give_up = time.monotonic() + seconds
+        while not self.acquire():
+            if time.monotonic() >= give_up:
+                return False
+            time.sleep(LOCK_POLL_SECONDS)
+        return True
 
     def acquire(self) -> bool:
         try:

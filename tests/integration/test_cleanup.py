@@ -303,9 +303,9 @@ def test_two_concurrent_cleanups_clear_each_value_once(runtime, athoc_sim) -> No
 
 def test_cleanup_waits_for_a_running_batch(runtime, athoc_sim, monkeypatch) -> None:
     """A batch in progress holds the lock: the cleanup reads AtHoc only after it ends (no stale read)."""
-    import shared.cleanup
+    import shared.storage
 
-    monkeypatch.setattr(shared.cleanup, "LOCK_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(shared.storage, "LOCK_POLL_SECONDS", 0.05)
     now = utcnow()
     athoc_sim.add_user("u@x", duty=wall(now - timedelta(days=2)))
     lock = runtime.storage.batch_lock()

@@ -1,0 +1,157 @@
+"""One way to run a job: every job (process, sync-mappings, cleanup, retry-failed) starts and ends here.
+
+    with start_job(JobKind.CLEANUP, trigger="clear_stale_duty") as job:
+        ... the job's own work, its log lines carry job.run_id ...
+        job.finish(runtime, JobEnd(outcome, counts, error=..., error_kind=...))   # run record + job status
+        job.log_summary(log, summary_text, JobEnd(...))                           # the one summary line
+
+The count names of every job, the exit codes of the command line and the capped lists of error messages are
+defined here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from shared.errors import ErrorKind
+from shared.logcontext import log_run_summary, run_context
+from shared.state import JobKind, Outcome, RunRecord, utcnow
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
+
+
+class ExitCode(enum.IntEnum):
+    """The command line's exit codes (docs/design.md#exit-codes)."""
+
+    OK = 0
+    FAILED = 1  # the job could not do its job (AtHoc unreachable for sync or cleanup, a refused sync, a failing check)
+    SETTINGS = 2  # bad settings or arguments
+    STORAGE = 3  # the storage account could not be reached
+
+
+# The counts each job reports (JSON, run log, summary line, status report); named once, read everywhere.
+PROCESS_COUNTS = (
+    "files_seen",
+    "files_processed",
+    "files_failed",
+    "files_retry",
+    "rows_read",
+    "rows_rejected",
+    "updates_sent",
+    "users_updated",
+    "users_not_found",
+    "users_denied",
+    "unmapped_employees",
+    "stale_events",
+    "batches",
+    "athoc_requests",
+)
+# The process counts summed over a day in the status report (the run bookkeeping counts are left out).
+PROCESS_DAY_COUNTS = tuple(
+    name for name in PROCESS_COUNTS if name not in ("files_seen", "stale_events", "batches", "athoc_requests")
+)
+SYNC_COUNTS = ("users_fetched", "users_without_collar", "mappings_total", "added", "updated", "removed", "conflicts")
+CLEANUP_COUNTS = ("users_checked", "stale_found", "cleared", "unparsable", "users_not_found", "users_denied")
+
+# Messages listed per run (the counts stay complete): a bad day must not make a run record unreadable.
+ERRORS_LISTED = 20
+
+
+def capped(messages: Sequence[str], limit: int = ERRORS_LISTED, what: str = "errors") -> list[str]:
+    """The first `limit` messages, and one line saying how many more there were."""
+    listed = list(messages[:limit])
+    if len(messages) > limit:
+        listed.append(f"... and {len(messages) - limit} more {what}")
+    return listed
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How a run ended: what goes into its run record, its status row and its summary line."""
+
+    outcome: Outcome
+    counts: Mapping[str, object]
+    error: str = ""
+    error_kind: ErrorKind | None = None
+    status_counts: Mapping[str, object] | None = None  # what the status row keeps, if not `counts`
+    new_version: bool = False  # sync-mappings: the mapping table changed (the pipeline's cache key)
+
+
+@dataclass
+class JobRun:
+    """One run of a job: its id (on every log line while it runs), its trigger and its clock."""
+
+    kind: JobKind
+    trigger: str
+    run_id: str
+    started_at: datetime  # the job's clock at its start (tests pass a fixed instant)
+    _monotonic_start: float = field(default_factory=time.monotonic, repr=False)
+
+    @property
+    def elapsed_seconds(self) -> float:
+        return time.monotonic() - self._monotonic_start
+
+    @property
+    def now(self) -> datetime:
+        """The job's clock now: its start plus the time it took."""
+        return self.started_at + timedelta(seconds=self.elapsed_seconds)
+
+    def finish(self, runtime: Runtime, end: JobEnd) -> bool:
+        """The run-log entry and the job's status row (ETag-checked); False, logged, if storage refused."""
+        finished_at = self.now
+        run = RunRecord(
+            kind=self.kind,
+            run_id=self.run_id,
+            started_at=self.started_at,
+            finished_at=finished_at,
+            outcome=end.outcome,
+            error=end.error[:8000],
+            trigger=self.trigger,
+            counts=dict(end.counts),
+            error_kind=end.error_kind,
+        )
+        return runtime.state.finish_run(
+            run,
+            status_counts=None if end.status_counts is None else dict(end.status_counts),
+            new_version=end.new_version,
+            at=finished_at,
+        )
+
+    def log_summary(
+        self,
+        logger: logging.Logger,
+        outcome: str,
+        text: str,
+        *,
+        failed: bool,
+        error_kind: ErrorKind | None = None,
+        **fields: object,
+    ) -> None:
+        """The run's one summary line: ERROR when it failed, with `error_kind` for the alert rules."""
+        log_run_summary(
+            logger,
+            self.kind,
+            outcome,
+            text,
+            level=logging.ERROR if failed else logging.INFO,
+            trigger=self.trigger,
+            duration_seconds=round(self.elapsed_seconds, 3),
+            **({"error_kind": str(error_kind)} if error_kind else {}),
+            **fields,
+        )
+
+
+@contextlib.contextmanager
+def start_job(kind: JobKind, *, trigger: str, now: datetime | None = None) -> Iterator[JobRun]:
+    """A run of `kind`: a new run id in the log context for as long as the block runs."""
+    with run_context(kind) as run_id:
+        clock = now.astimezone(UTC) if now is not None else utcnow()
+        yield JobRun(kind=kind, trigger=trigger, run_id=run_id, started_at=clock)
