@@ -301,7 +301,7 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
             lock.release()
         _hand_over_waiting_files(runtime)
     except AtHocError as error:
-        run.fail(f"AtHoc unreachable: {error}", kind=error.kind)
+        run.fail(f"AtHoc unreachable: {error}", kind=ErrorKind.parse(error.kind))
     except AzureError as error:
         run.fail(f"storage unreachable: {brief_error(error)}", ExitCode.STORAGE, ErrorKind.STORAGE)
     except Exception as error:  # the timer must never raise; the traceback goes to the log

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any, Protocol
@@ -57,9 +57,10 @@ CONFLICTS_LISTED = 100
 class ScheduleSettings(Protocol):
     """What the schedule rule reads; `Settings` has it, tests may pass a small stand-in."""
 
-    mapping_sync_hour: int
-    mapping_max_age_days: float
-
+    @property
+    def mapping_sync_hour(self) -> int: ...
+    @property
+    def mapping_max_age_days(self) -> float: ...
     @property
     def timezone(self) -> ZoneInfo: ...
 
@@ -311,7 +312,7 @@ def run_mapping_sync(
     `now` is the job's clock (schedule decision and status times); tests pass a fixed instant.
     """
     with start_job(JobKind.SYNC_MAPPINGS, trigger=trigger, now=now) as job:
-        base = {"forced": force, "run_id": job.run_id, "trigger": trigger}
+        base = MappingSyncResult(status=Outcome.FAILED, forced=force, run_id=job.run_id, trigger=trigger)
         try:
             runtime.ensure_ready()
             status = runtime.state.job_status(JobKind.SYNC_MAPPINGS)
@@ -323,21 +324,19 @@ def run_mapping_sync(
                 return result
             result = _sync(runtime, reason=reason, forced=force, run_id=job.run_id, trigger=trigger)
         except AzureError as error:
-            result = MappingSyncResult(
-                status=Outcome.FAILED,
+            result = replace(
+                base,
                 error=f"storage unreachable: {brief_error(error)}",
                 exit_code=ExitCode.STORAGE,
                 error_kind=ErrorKind.STORAGE,
-                **base,
             )
         except Exception as error:  # the timer must never raise; the traceback goes to the log
             log.exception("mapping sync failed unexpectedly")
-            result = MappingSyncResult(
-                status=Outcome.FAILED,
+            result = replace(
+                base,
                 error=f"unexpected {error.__class__.__name__}: {brief_error(error)}",
                 exit_code=ExitCode.FAILED,
                 error_kind=ErrorKind.INTERNAL,
-                **base,
             )
         _record(runtime, job, result)
         _log_summary(job, result)
@@ -357,29 +356,29 @@ def _skipped(status: JobStatus, reason: str, run_id: str, trigger: str) -> Mappi
 
 def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: str) -> MappingSyncResult:
     settings, state = runtime.settings, runtime.state
-    base = {"reason": reason, "forced": forced, "run_id": run_id, "trigger": trigger}
+    failed = MappingSyncResult(
+        status=Outcome.FAILED, reason=reason, forced=forced, run_id=run_id, trigger=trigger, exit_code=ExitCode.FAILED
+    )
     try:
         users = runtime.athoc.search_users([settings.athoc.collar_field])
     except AtHocError as error:
         # Paging is all or nothing in the client: nothing was read, so nothing is written.
-        total = len(state.mapping_entries())
-        return MappingSyncResult(
-            status=Outcome.FAILED,
-            mappings_total=total,
+        return replace(
+            failed,
+            mappings_total=len(state.mapping_entries()),
             error=f"AtHoc unreachable or refused the user search: {error}; the mapping table was left unchanged",
-            exit_code=ExitCode.FAILED,
-            error_kind=error.kind,
-            **base,
+            error_kind=ErrorKind.parse(error.kind),
         )
     athoc = mappings_from_users(users, settings.athoc.collar_field)
     conflict_ids = frozenset(c.employee_id for c in athoc.conflicts)
-    found = {
-        "users_fetched": len(users),
-        "users_without_collar": athoc.users_without_collar,
-        "conflicts": len(athoc.conflicts),
-        "conflict_ids": tuple(c.employee_id for c in athoc.conflicts),
-        "conflict_details": athoc.conflicts,
-    }
+    found = replace(
+        failed,
+        users_fetched=len(users),
+        users_without_collar=athoc.users_without_collar,
+        conflicts=len(athoc.conflicts),
+        conflict_ids=tuple(c.employee_id for c in athoc.conflicts),
+        conflict_details=athoc.conflicts,
+    )
     for conflict in athoc.conflicts[:CONFLICTS_LISTED]:
         log.warning(
             "collar id %s is claimed by %d AtHoc users (%s): left unmapped until fixed in AtHoc",
@@ -391,23 +390,16 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
     try:
         diff = _checked_diff(current, athoc, conflict_ids, len(users), settings.mapping_max_remove_percent)
     except _Refused as refusal:
-        return MappingSyncResult(
-            status=Outcome.FAILED,
-            mappings_total=len(current),
-            error=str(refusal),
-            exit_code=ExitCode.FAILED,
-            **found,
-            **base,
-        )
+        return replace(found, mappings_total=len(current), error=str(refusal))
     _apply(runtime, current, athoc.wanted, conflict_ids, diff)
-    return MappingSyncResult(
+    return replace(
+        found,
         status=Outcome.SUCCESS,
+        exit_code=ExitCode.OK,
         mappings_total=len(athoc.wanted),
         added=len(diff.added),
         updated=len(diff.updated),
         removed=len(diff.deletes),
-        **found,
-        **base,
     )
 
 

@@ -10,8 +10,14 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.athoc_client import AtHocClient
+    from shared.state import StateStore
+    from shared.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -22,20 +28,21 @@ class Runtime:
     _ready: bool = field(default=False, init=False, repr=False)
     _ready_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
+    # The clients are built on first use: importing this module (function_app.py does) touches no network.
     @cached_property
-    def storage(self):  # type: ignore[no-untyped-def]
+    def storage(self) -> Storage:
         from shared.storage import Storage
 
         return Storage(self.settings)
 
     @cached_property
-    def state(self):  # type: ignore[no-untyped-def]
+    def state(self) -> StateStore:
         from shared.state import StateStore
 
         return StateStore(self.settings)
 
     @cached_property
-    def athoc(self):  # type: ignore[no-untyped-def]
+    def athoc(self) -> AtHocClient:
         from shared.athoc_client import AtHocClient
 
         return AtHocClient(self.settings.athoc)

@@ -28,7 +28,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableServiceClient
-from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ExponentialRetry
+from azure.storage.blob import BlobClient, BlobLeaseClient, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from shared.settings import Settings, StorageConnection
 
@@ -76,7 +76,8 @@ def _clients(connection: StorageConnection) -> tuple[BlobServiceClient, TableSer
     # a few quick retries ride out a blip and let a command or a timer tick fail fast with the cause.
     blob_policy = {
         "raw_request_hook": _counter("blob"),
-        "retry_policy": ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3),
+        # The SDK annotates initial_backoff as int but computes with floats: half a second is what we mean.
+        "retry_policy": ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3),  # type: ignore[arg-type]
     }
     table_policy = {
         "raw_request_hook": _counter("table"),
@@ -171,14 +172,14 @@ class Storage:
 
     def read_chunks(self, container: str, name: str, etag: str | None = None) -> Iterator[bytes]:
         """Stream a blob in chunks; with `etag`, fail with ResourceModifiedError if it changed since listing."""
-        kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
-        downloader = self.container(container).get_blob_client(name).download_blob(**kwargs)
+        blob = self.container(container).get_blob_client(name)
+        downloader = blob.download_blob(etag=etag, match_condition=_unchanged_since_listing(etag))
         yield from downloader.chunks()
 
     def read_bytes(self, container: str, name: str, etag: str | None = None) -> bytes:
         """A small blob in one request; with `etag`, ResourceModifiedError if it changed since listing."""
-        kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
-        return self.container(container).get_blob_client(name).download_blob(**kwargs).readall()
+        blob = self.container(container).get_blob_client(name)
+        return blob.download_blob(etag=etag, match_condition=_unchanged_since_listing(etag)).readall()
 
     def write_blob(self, container: str, name: str, data: bytes, *, overwrite: bool = True) -> None:
         self.container(container).upload_blob(name, data, overwrite=overwrite)
@@ -289,7 +290,7 @@ class BatchLock:
     def __init__(self, container: ContainerClient, lease_seconds: int = 60):
         self.container = container
         self.lease_seconds = lease_seconds
-        self.lease = None
+        self.lease: BlobLeaseClient | None = None
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -318,9 +319,11 @@ class BatchLock:
 
     def _renew(self) -> None:
         renewed_at = time.monotonic()
+        lease = self.lease
+        assert lease is not None, "renewal starts only after the lease was taken"
         while not self._stop.wait(self.lease_seconds / 4):
             try:
-                self.lease.renew()
+                lease.renew()
                 renewed_at = time.monotonic()
             except HttpResponseError:
                 # The service refused: the lease expired and someone else may hold it now.
@@ -366,6 +369,10 @@ class BatchLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _unchanged_since_listing(etag: str | None) -> MatchConditions | None:
+    return MatchConditions.IfNotModified if etag else None
 
 
 def _destination_names(name: str, now: datetime) -> Iterator[str]:
