@@ -1,4 +1,4 @@
-"""Settings: defaults of the contract, one message naming every problem, secrets never echoed."""
+"""Settings: the documented defaults (docs/settings.md), one message naming every problem, secrets never echoed."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_example_file_lists_every_setting() -> None:
     values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
     missing = [spec.name for spec in SETTINGS if spec.name not in values]
     assert missing == []
-    # Bindings read these; the Functions host has no defaults for them (contract section 3).
+    # Bindings read these; the Functions host has no defaults for them (docs/settings.md#functions-host-settings).
     for name in ("BOBO_INCOMING_CONTAINER", "BOBO_SWEEP_SCHEDULE", "BOBO_MAPPING_SCHEDULE", "BOBO_CLEANUP_SCHEDULE"):
         assert values[name]
 
