@@ -1,4 +1,4 @@
-"""Settings: defaults of the contract, one message naming every problem, secrets never echoed."""
+"""Settings: the documented defaults (docs/settings.md), one message naming every problem, secrets never echoed."""
 
 from __future__ import annotations
 
@@ -115,18 +115,58 @@ def test_example_file_lists_every_setting() -> None:
     values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
     missing = [spec.name for spec in SETTINGS if spec.name not in values]
     assert missing == []
-    # Bindings read these; the Functions host has no defaults for them (contract section 3).
+    # Bindings read these; the Functions host has no defaults for them (docs/settings.md#functions-host-settings).
     for name in ("BOBO_INCOMING_CONTAINER", "BOBO_SWEEP_SCHEDULE", "BOBO_MAPPING_SCHEDULE", "BOBO_CLEANUP_SCHEDULE"):
         assert values[name]
 
 
-def test_the_readme_lists_every_setting_with_its_default() -> None:
-    """Contract section 4: the README lists every setting with its default (its "## Settings" table)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("## Settings", 1)[1].split("\n### ", 1)[0]
+def _section(page: str, heading: str) -> str:
+    """The text under a `## heading` of a docs page, up to the next `## ` heading."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    assert f"\n## {heading}\n" in text, f"docs/{page} has no '## {heading}' section"
+    return text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_settings_page_lists_every_setting_with_its_default() -> None:
+    """Every setting with its default, in docs/settings.md's "## Every setting" table (none more, none less)."""
+    table = _section("settings.md", "Every setting")
     listed = dict(re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]+) \|", table, flags=re.MULTILINE))
     expected = {
         spec.name: "(required)" if spec.required else (f"`{spec.default}`" if spec.default else "(empty)")
         for spec in SETTINGS
     }
     assert {name: text.strip() for name, text in listed.items()} == expected
+
+
+# The predecessor tool's `.env` names: each must be mapped to its successor or said to be gone.
+PREDECESSOR_NAMES = (
+    "ATHOC_SERVER_URL", "CLIENT_ID", "CLIENT_SECRET", "APIUSER", "USERNAME", "PASSWORD", "ORG_CODE",
+    "GRANT_TYPE", "SCOPE", "DISABLE_SSL_VERIFY", "SSL_CERT_PATH", "HTTP_PROXY", "HTTPS_PROXY", "LOG_LEVEL",
+    "LOG_DIRECTORY", "LOG_PURGE_DAYS", "CSV_DIRECTORY", "PROCESSED_DIRECTORY", "MOVE_PROCESSED_FILES",
+    "PROCESSED_FILES_PURGE_DAYS", "BATCH_SIZE", "DB_PATH", "SYNC_MAPPINGS", "SYNC_HOUR", "SYNC_RETRY_DAYS",
+    "DUTY_STATUS_FIELD", "COLLAR_ID_FIELD", "USER_ATTRIBUTES", "AUTO_CLEANUP_HOURS", "MAX_RETRY_ATTEMPTS",
+    "FAILED_FILES_DIRECTORY",
+)  # fmt: skip
+
+
+def test_the_settings_page_maps_every_predecessor_setting() -> None:
+    """Each predecessor name has a row naming its successor (a setting that exists) or saying why it is gone."""
+    table = _section("settings.md", "From the predecessor's `.env`")
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("| `")
+    ]
+    mapped: dict[str, list[str]] = {}
+    for predecessor, successor, note in rows:
+        for name in re.findall(r"`([A-Z_]+)`", predecessor):
+            mapped[name] = [successor, note]
+    assert [name for name in PREDECESSOR_NAMES if name not in mapped] == []
+    # The standard proxy variables are honoured without being app settings.
+    known = {spec.name for spec in SETTINGS} | {"HTTPS_PROXY", "NO_PROXY"}
+    for name, (successor, note) in mapped.items():
+        if successor == "gone":
+            assert note, f"{name}: gone without a reason"
+        else:
+            successors = re.findall(r"`([A-Z_]+)`", successor)
+            assert successors and set(successors) <= known, f"{name} -> {successor}"
