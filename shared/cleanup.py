@@ -34,8 +34,8 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from shared.athoc_client import LOGIN_FIELD, AtHocAuthError, AtHocError, RowResult, RowStatus
 from shared.decisions import row_failure_message
-from shared.errors import ErrorKind
-from shared.jobs import CLEANUP_COUNTS, ExitCode, JobEnd, JobRun, capped, start_job
+from shared.errors import ErrorKind, ExitCode
+from shared.jobs import CLEANUP_COUNTS, JobEnd, JobRun, capped, start_job
 from shared.logcontext import brief_error
 from shared.mapping_sync import field_value
 from shared.runtime import Runtime

@@ -15,14 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from shared.errors import ExitCode
 from shared.settings import Settings, SettingsError, load_local_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_SETTINGS = 2
-EXIT_STORAGE = 3
 
 
 class CommandResult(Protocol):
@@ -39,7 +35,7 @@ class CommandResult(Protocol):
 class CommandFailed(Exception):
     """A command could not do its job; the message is the last stderr line."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+    def __init__(self, message: str, exit_code: int = ExitCode.FAILED):
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -114,7 +110,7 @@ def _run_retry(settings: Settings, args: argparse.Namespace) -> CommandResult:
     from shared.operations import retry_failed
 
     if not args.all and not args.names:
-        raise CommandFailed("retry-failed needs NAME ... or --all", EXIT_SETTINGS)
+        raise CommandFailed("retry-failed needs NAME ... or --all", ExitCode.SETTINGS)
     return retry_failed(_runtime(settings), names=None if args.all else args.names)
 
 
@@ -145,7 +141,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
             from shared.operations import settings_failure_result
 
             return _emit(settings_failure_result(error), args)
-        return _fail(str(error), EXIT_SETTINGS, args)
+        return _fail(str(error), ExitCode.SETTINGS, args)
     try:
         result = COMMANDS[args.command](settings, args)
     except CommandFailed as error:
@@ -154,9 +150,9 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
         from azure.core.exceptions import AzureError
 
         if isinstance(error, AzureError):
-            return _fail(f"storage unreachable: {_first_line(error)}", EXIT_STORAGE, args)
+            return _fail(f"storage unreachable: {_first_line(error)}", ExitCode.STORAGE, args)
         logging.getLogger("shared.cli").debug("command failed", exc_info=True)
-        return _fail(f"{args.command} failed: {error.__class__.__name__}: {_first_line(error)}", EXIT_FAILED, args)
+        return _fail(f"{args.command} failed: {error.__class__.__name__}: {_first_line(error)}", ExitCode.FAILED, args)
     return _emit(result, args)
 
 
@@ -166,7 +162,7 @@ def _emit(result: CommandResult, args: argparse.Namespace) -> int:
     else:
         for line in result.text_lines():
             print(line)
-    if result.exit_code != EXIT_OK:
+    if result.exit_code != ExitCode.OK:
         print(result.failure or f"{args.command} failed", file=sys.stderr)
     return result.exit_code
 

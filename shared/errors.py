@@ -1,4 +1,6 @@
-"""What kind of failure happened, as a type: health verdicts and alerts branch on it, never on message text.
+"""What kind of failure happened, and how a command ends, as types.
+
+Health verdicts and alerts branch on the kind, never on message text.
 
 AtHoc and storage errors carry an `ErrorKind`; job status rows store it beside the message, so rewording a
 message can never flip the verdict an operator (or an alert rule) sees.
@@ -7,6 +9,15 @@ message can never flip the verdict an operator (or an alert rule) sees.
 from __future__ import annotations
 
 import enum
+
+
+class ExitCode(enum.IntEnum):
+    """The command line's exit codes (docs/design.md#exit-codes)."""
+
+    OK = 0
+    FAILED = 1  # the job could not do its job (AtHoc unreachable for sync or cleanup, a refused sync, a failing check)
+    SETTINGS = 2  # bad settings or arguments
+    STORAGE = 3  # the storage account could not be reached
 
 
 class ErrorKind(enum.StrEnum):

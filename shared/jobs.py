@@ -5,14 +5,13 @@
         job.finish(runtime, JobEnd(outcome, counts, error=..., error_kind=...))   # run record + job status
         job.log_summary(log, summary_text, JobEnd(...))                           # the one summary line
 
-The count names of every job, the exit codes of the command line and the capped lists of error messages are
-defined here once.
+The count names of every job and the capped lists of error messages are defined here once (the exit codes of
+the command line are `shared.errors.ExitCode`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,15 +25,6 @@ from shared.state import JobKind, Outcome, RunRecord, utcnow
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
-
-
-class ExitCode(enum.IntEnum):
-    """The command line's exit codes (docs/design.md#exit-codes)."""
-
-    OK = 0
-    FAILED = 1  # the job could not do its job (AtHoc unreachable for sync or cleanup, a refused sync, a failing check)
-    SETTINGS = 2  # bad settings or arguments
-    STORAGE = 3  # the storage account could not be reached
 
 
 # The counts each job reports (JSON, run log, summary line, status report); named once, read everywhere.

@@ -36,8 +36,8 @@ from azure.data.tables import TableTransactionError
 
 from shared.athoc_client import LOGIN_FIELD, AtHocError
 from shared.bobo_csv import normalise_employee_id
-from shared.errors import ErrorKind
-from shared.jobs import SYNC_COUNTS, ExitCode, JobEnd, JobRun, start_job
+from shared.errors import ErrorKind, ExitCode
+from shared.jobs import SYNC_COUNTS, JobEnd, JobRun, start_job
 from shared.logcontext import brief_error
 from shared.runtime import Runtime
 from shared.state import JobKind, JobStatus, MappingEntry, Outcome

@@ -36,8 +36,8 @@ from shared.decisions import (
     plan_updates,
     unconfirmed_watermark,
 )
-from shared.errors import ErrorKind, most_urgent
-from shared.jobs import PROCESS_COUNTS, ExitCode, JobEnd, JobRun, capped, start_job
+from shared.errors import ErrorKind, ExitCode, most_urgent
+from shared.jobs import PROCESS_COUNTS, JobEnd, JobRun, capped, start_job
 from shared.logcontext import brief_error
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, Outcome, utcnow
