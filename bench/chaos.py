@@ -1,5 +1,7 @@
-"""The chaos run (issue 8 point 2): files keep landing while several worker processes ingest them, the sweep
-runs, AtHoc misbehaves, a worker is SIGKILLed mid-batch and Azurite restarts; then everything is checked.
+"""The chaos run (docs/verification.md#the-chaos-run).
+
+Files keep landing while several worker processes ingest them, the sweep runs, AtHoc misbehaves, a worker
+is SIGKILLed mid-batch and Azurite restarts; then everything is checked.
 
 Set-up: a persistent Azurite (`--location`, so a restart keeps blobs, tables and leases), the AtHoc
 simulator in this process (workers reach it over HTTP; faults are injected here), `ingest_workers`
@@ -19,7 +21,7 @@ was served, so the run's requests actually meet them.
 Checks at the end (after faults stop and a final drain): incoming is empty; every uploaded name is in
 processed or failed (a `-YYYYMMDDTHHMMSSZ` suffix only on a copy of the same bytes), every copy has the
 bytes that were uploaded under its name; failed holds exactly the `.txt` file and the file with no valid
-row, each with the contract's reason in its `error` metadata; no invocation raised; AtHoc's final duty
+row, each with its documented reason in its `error` metadata; no invocation raised; AtHoc's final duty
 values equal the latest event per employee (event time, then DateTime_Created; BOF -> ""); and every
 value in each user's AtHoc history is attributed, through the request that wrote it, to the update a
 batcher sent and so to a concrete event, whose (event time, DateTime_Created) never decrease.
@@ -199,7 +201,8 @@ class SentUpdate:
 
     @property
     def key(self) -> tuple[datetime, datetime]:
-        """The contract's order across batches: event time, then DateTime_Created (absent: event time)."""
+        """The order across batches: event time, then DateTime_Created, absent = event time
+        (docs/design.md#staleness-and-watermarks)."""
         return (self.event_time, self.created or self.event_time)
 
     @classmethod
@@ -497,7 +500,7 @@ class ChaosRun:
     def _uploader(self) -> None:
         source, cfg = self.source, self.cfg
         names: list[str] = []
-        # Files the contract sends elsewhere, at positions picked from the seed.
+        # Files that must end in failed, at positions picked from the seed.
         specials = dict(
             zip(
                 self.rng.sample(range(cfg.files), 3),
@@ -833,13 +836,13 @@ class ChaosRun:
         for name in sorted(failed):
             meta = runtime.storage.container(settings.failed_container).get_blob_client(name).get_blob_properties()
             failed_reasons[name] = meta.metadata.get("error", "")
-        # Failed only where the contract says so: exactly the .txt file and the file with no valid row.
+        # Failed only where the rules say so: exactly the .txt file and the file with no valid row.
         for name, reason in failed_reasons.items():
             wanted = self.expected_failed.get(name)
             if wanted is None:
-                problems.append(f"file in failed that the contract does not send there: {name}: {reason}")
+                problems.append(f"file in failed that the rules do not send there: {name}: {reason}")
             elif not reason.startswith(wanted):
-                problems.append(f"failed/{name}: error {reason!r}, the contract's reason is {wanted!r}")
+                problems.append(f"failed/{name}: error {reason!r}, the documented reason is {wanted!r}")
         for name in sorted(set(self.expected_failed) - set(failed_reasons)):
             where = "processed" if name in processed else "nowhere"
             problems.append(f"{name} should be in failed ({self.expected_failed[name]}), is {where}")

@@ -1,4 +1,4 @@
-"""Benchmark scenarios of issue 8 point 1. Each returns a dict of figures (JSON-ready) with a `summary`
+"""Benchmark scenarios (docs/performance.md). Each returns a dict of figures (JSON-ready) with a `summary`
 list of (metric, value, target, verdict) rows for the printed table.
 
 Measured jobs (backlog, big file, mapping sync, cleanup) run in a fresh child process (`bench.child`), so

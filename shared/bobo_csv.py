@@ -1,4 +1,4 @@
-"""BOBO CSV bytes -> `DutyEvent` or `Rejection`, one per data row, streaming (contract section 1).
+"""BOBO CSV bytes -> `DutyEvent` or `Rejection`, one per data row, streaming (docs/design.md#input-format).
 
 `read_bobo_csv` consumes an iterable of byte chunks with arbitrary boundaries (a chunk may split a
 multi-byte character or a CRLF) and yields as it goes: memory is bounded by one record plus one chunk,
@@ -13,10 +13,10 @@ Forms, decided by the first non-blank row:
 A later row equal to the header of the form in use (files concatenated with `cat`) is also a header.
 Headers and blank lines (empty or whitespace only) are neither data nor rejected; a row of only commas
 is data (and rejected). Every other record yields exactly one item, so the count of items is the
-contract's `rows_read`.
+`rows_read` of the command line (docs/design.md#command-line).
 
 Decisions a caller may rely on:
-- Every date/time column must be a real calendar date/time: the contract rejects "an invalid date/time".
+- Every date/time column must be a real calendar date/time: a row with "an invalid date/time" is rejected.
   DateTime_Created is only the tie-break, so an *empty* one is absent, not invalid: the event counts as
   created at its event time, exactly like a row of the simple form (dropping a real book-on because its
   tie-break column is blank would lose the update). A non-empty malformed one rejects the row.

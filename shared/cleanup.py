@@ -10,7 +10,7 @@
 
 `--dry-run` reads and reports, and changes nothing (neither AtHoc nor storage, nor the run log).
 
-Decisions where the issue is silent (see the README):
+Decisions beyond the rules (docs/design.md#stale-duty-cleanup):
 - A local time that occurs twice (autumn) or never (spring gap) is read as the *latest* UTC instant it
   can mean, so a value is never cleared before it is really `BOBO_AUTO_CLEANUP_HOURS` old.
 - "Older than" is strict: a value exactly that old stays. A value in the future stays.
@@ -147,7 +147,7 @@ class ClearReport:
 
 @dataclass(frozen=True)
 class CleanupResult:
-    """The `cleanup` command's answer (contract section 6) and the job's record."""
+    """The `cleanup` command's answer (docs/design.md#command-line) and the job's record."""
 
     dry_run: bool
     users_checked: int = 0

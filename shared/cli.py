@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
         result = COMMANDS[args.command](settings, args)
     except CommandFailed as error:
         return _fail(str(error), error.exit_code, args)
-    except Exception as error:  # the contract promises a cause, never a traceback
+    except Exception as error:  # a command ends with its cause on stderr, never a traceback
         from azure.core.exceptions import AzureError
 
         if isinstance(error, AzureError):

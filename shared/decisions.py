@@ -1,4 +1,5 @@
-"""Which event counts for each employee, whether it is stale, and what value AtHoc gets (contract section 2).
+"""Which event counts for each employee, whether it is stale, and what value AtHoc gets
+(docs/design.md#latest-wins, docs/design.md#staleness-and-watermarks).
 
 Pure functions over `shared.bobo_csv.DutyEvent`; no I/O.
 

@@ -4,11 +4,11 @@
 first-batch gate call. The timer runs often; `decide_mapping_sync` (pure) says whether a run is due,
 the way the predecessor decided (readme "User Mapping Sync Schedule").
 
-Safety (issue 5): an AtHoc answer with no users, an error part-way through paging, or a result that
-would remove more than `BOBO_MAPPING_MAX_REMOVE_PERCENT` of the current mappings leaves the table as it
-was and records the run as failed. `force` skips the schedule, never these rules.
+Safety (docs/design.md#mapping-sync-safety-rules): an AtHoc answer with no users, an error part-way
+through paging, or a result that would remove more than `BOBO_MAPPING_MAX_REMOVE_PERCENT` of the current
+mappings leaves the table as it was and records the run as failed. `force` skips the schedule, never these rules.
 
-Decisions where the issue is silent (see the README):
+Decisions beyond the rules (docs/design.md#mapping-sync-schedule):
 - A collar id claimed by several users is a conflict: it is left unmapped, and removed if it was
   mapped before (keeping it would keep sending one person's book-ons to a possibly wrong user). Those
   removals do not count toward the shrink rule: they are ambiguity, not users gone, and an ambiguous
@@ -236,7 +236,7 @@ def shrink_refusal(current_total: int, removed: int, max_remove_percent: float) 
 
 @dataclass(frozen=True)
 class MappingSyncResult:
-    """The `sync-mappings` command's answer (contract section 6) and the job's record."""
+    """The `sync-mappings` command's answer (docs/design.md#command-line) and the job's record."""
 
     status: str  # an Outcome value: success, skipped or failed
     reason: str = ""  # why it ran or skipped

@@ -324,7 +324,7 @@ def _process_batch(
         for sourced in plan.unmapped:
             log.debug("employee %s has no AtHoc mapping (file %s)", sourced.event.employee_id, sourced.file_name)
         if dry_run:
-            report.updates_sent = len(plan.updates)  # the contract's "updates that would be sent"
+            report.updates_sent = len(plan.updates)  # `process --dry-run`: the updates that would be sent
             report.updates = [
                 {"login": u.login, "value": u.value, "employee_id": u.employee_id, "file": u.source.file_name}
                 for u in plan.updates

@@ -118,7 +118,7 @@ class IncomingBlob:
 
     @property
     def order(self) -> tuple[datetime, str]:
-        """The contract's file order: last-modified time, then name."""
+        """File order within a batch: last-modified time, then name (docs/design.md#latest-wins)."""
         return (self.last_modified, self.name)
 
 
@@ -158,7 +158,7 @@ class Storage:
         return created
 
     def list_incoming(self, limit: int | None = None) -> list[IncomingBlob]:
-        """Files waiting, oldest first (contract file order). Listing is paged by the SDK, 5,000 a page."""
+        """Files waiting, oldest first (file order, docs/design.md#latest-wins); paged by the SDK, 5,000 a page."""
         blobs = [IncomingBlob(b.name, b.etag, b.size, b.last_modified) for b in self.incoming.list_blobs()]
         blobs.sort(key=lambda blob: blob.order)
         return blobs[:limit] if limit is not None else blobs
