@@ -56,8 +56,14 @@ class SettingsError(ValueError):
         super().__init__("invalid settings: " + "; ".join(problems))
 
 
+# A table attribute "athoc.page_size" fills Settings.athoc.page_size.
+_ATHOC = "athoc."
+
+
 @dataclass(frozen=True)
 class AtHocSettings:
+    """How to reach and write AtHoc. Each field is one setting's parsed value (SETTING_TABLE's attribute)."""
+
     server_url: str
     org_code: str
     client_id: str
@@ -80,6 +86,8 @@ class AtHocSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of the function app, parsed; field types are the table's parser types (a test checks)."""
+
     athoc: AtHocSettings
     storage: StorageConnection
     incoming_container: str
@@ -128,8 +136,8 @@ class Settings:
         problems.extend(_container_problems(source))
         if problems:
             raise SettingsError(problems)
-        athoc = {name.removeprefix("athoc."): value for name, value in values.items() if name.startswith("athoc.")}
-        others = {name: value for name, value in values.items() if not name.startswith("athoc.")}
+        athoc = {name.removeprefix(_ATHOC): value for name, value in values.items() if name.startswith(_ATHOC)}
+        others = {name: value for name, value in values.items() if not name.startswith(_ATHOC)}
         return cls(athoc=AtHocSettings(**athoc), **others)
 
 

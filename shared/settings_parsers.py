@@ -45,9 +45,7 @@ class Rejected(Exception):
 
 
 class Parser:
-    """The base of every parser: `kind` names it in docs; `convert` (or, for several keys, `parse`) reads."""
-
-    kind = "parser"
+    """The base of every parser: subclasses override `convert` (one key's text) or `parse` (several keys)."""
 
     def parse(self, name: str, text: str | None, env: Mapping[str, str]) -> object:
         if text is None:
@@ -59,15 +57,11 @@ class Parser:
 
 
 class Text(Parser):
-    kind = "text"
-
     def convert(self, text: str) -> str:
         return text
 
 
 class Url(Parser):
-    kind = "url"
-
     def convert(self, text: str) -> str:
         parsed = urlparse(text)
         if parsed.scheme not in ("https", "http") or not parsed.netloc:
@@ -89,8 +83,6 @@ class _Bounded(Parser):
 
 @dataclass(frozen=True)
 class Integer(_Bounded):
-    kind = "integer"
-
     def convert(self, text: str) -> int:
         try:
             value = int(text)
@@ -102,8 +94,6 @@ class Integer(_Bounded):
 
 @dataclass(frozen=True)
 class Number(_Bounded):
-    kind = "number"
-
     def convert(self, text: str) -> float:
         try:
             value = float(text)
@@ -114,8 +104,6 @@ class Number(_Bounded):
 
 
 class Boolean(Parser):
-    kind = "boolean"
-
     def convert(self, text: str) -> bool:
         lowered = text.lower()
         if lowered in ("true", "1", "yes", "on"):
@@ -131,7 +119,6 @@ class Choice(Parser):
 
     options: tuple[str, ...]
     upper: bool = False
-    kind = "choice"
 
     def convert(self, text: str) -> str:
         value = text.upper() if self.upper else text
@@ -141,8 +128,6 @@ class Choice(Parser):
 
 
 class ContainerName(Parser):
-    kind = "container name"
-
     def convert(self, text: str) -> str:
         if not _CONTAINER_NAME.match(text):
             raise NotValid("a container name (3-63 lowercase letters, digits, single hyphens)")
@@ -150,8 +135,6 @@ class ContainerName(Parser):
 
 
 class TablePrefix(Parser):
-    kind = "table prefix"
-
     def convert(self, text: str) -> str:
         if not _TABLE_PREFIX.match(text):
             raise NotValid("a table-name prefix (a letter, then up to 30 letters or digits)")
@@ -159,8 +142,6 @@ class TablePrefix(Parser):
 
 
 class TimeZoneName(Parser):
-    kind = "timezone"
-
     def convert(self, text: str) -> str:
         try:
             ZoneInfo(text)
@@ -170,8 +151,6 @@ class TimeZoneName(Parser):
 
 
 class DatetimeFormat(Parser):
-    kind = "datetime format"
-
     def convert(self, text: str) -> str:
         if "%" not in text:
             raise NotValid("a strftime format such as %d/%m/%Y %H:%M:%S")
@@ -180,8 +159,6 @@ class DatetimeFormat(Parser):
 
 class OptionalFile(Parser):
     """A path to an existing file, or empty for none."""
-
-    kind = "optional file"
 
     def convert(self, text: str) -> str | None:
         if not text:
@@ -213,8 +190,6 @@ class StorageConnection:
 
 class StorageConnectionSetting(Parser):
     """A connection string in NAME, or else the identity-based NAME__* settings the Functions host reads."""
-
-    kind = "storage connection"
 
     def parse(self, name: str, text: str | None, env: Mapping[str, str]) -> StorageConnection:
         if text:

@@ -320,7 +320,7 @@ SETTING_TABLE: tuple[SettingSpec, ...] = (
 # The function app's settings (everything infra and local.settings.json set).
 SETTINGS = tuple(spec for spec in SETTING_TABLE if spec.scope is Scope.APP)
 SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
-SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
+SECRET_SETTINGS = frozenset(spec.name for spec in SETTING_TABLE if spec.secret)
 
 
 # --- rendered from the table: the settings doc's table and local.settings.json.example ------------------
@@ -328,7 +328,7 @@ SECRET_SETTINGS = frozenset(spec.name for spec in SETTINGS if spec.secret)
 MARKDOWN_HEADER = "| setting | default | meaning |\n|---|---|---|\n"
 
 
-def default_markdown(spec: SettingSpec) -> str:
+def _default_markdown(spec: SettingSpec) -> str:
     if spec.default is None:
         return "(required)"
     return f"`{spec.default}`" if spec.default else "(empty)"
@@ -337,14 +337,14 @@ def default_markdown(spec: SettingSpec) -> str:
 def settings_markdown(scope: Scope = Scope.APP) -> str:
     """The settings doc's table (setting | default | meaning) for the settings of `scope`."""
     rows = (
-        f"| `{spec.name}` | {default_markdown(spec)} | {spec.meaning} |\n"
+        f"| `{spec.name}` | {_default_markdown(spec)} | {spec.meaning} |\n"
         for spec in SETTING_TABLE
         if spec.scope is scope
     )
     return MARKDOWN_HEADER + "".join(rows)
 
 
-def example_value(spec: SettingSpec) -> str:
+def _example_value(spec: SettingSpec) -> str:
     """What local.settings.json.example sets: the local value, the default, or a placeholder to replace."""
     if spec.local is not None:
         return spec.local
@@ -359,5 +359,5 @@ def example_value(spec: SettingSpec) -> str:
 def example_local_settings() -> str:
     """local.settings.json.example: every app setting (bindings need them all) and the host's own."""
     values = dict(FUNCTIONS_HOST_LOCAL_SETTINGS)
-    values.update({spec.name: example_value(spec) for spec in SETTINGS})
+    values.update({spec.name: _example_value(spec) for spec in SETTINGS})
     return json.dumps({"IsEncrypted": False, "Values": values}, indent=2, ensure_ascii=False) + "\n"
