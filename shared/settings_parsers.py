@@ -11,9 +11,10 @@ which a test checks against the Settings field the value fills.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +23,7 @@ _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,30}$")
 # The Functions host's names for identity-based connections (`<connection>__<suffix>`).
 IDENTITY_SUFFIXES = ("blobServiceUri", "queueServiceUri", "tableServiceUri", "clientId", "credential")
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
+_N = TypeVar("_N", int, float)
 
 
 class Missing(Exception):
@@ -76,31 +78,26 @@ class _Bounded(Parser):
     minimum: float | None = None
     maximum: float | None = None
 
-    def _within(self, value: float) -> None:
+    def _bounded(self, text: str, number: Callable[[str], _N], expected: str) -> _N:
+        try:
+            value = number(text)
+        except ValueError:
+            raise NotValid(expected) from None
         if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
             raise NotValid(f"between {self.minimum} and {self.maximum}")
+        return value
 
 
 @dataclass(frozen=True)
 class Integer(_Bounded):
     def convert(self, text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise NotValid("a whole number") from None
-        self._within(value)
-        return value
+        return self._bounded(text, int, "a whole number")
 
 
 @dataclass(frozen=True)
 class Number(_Bounded):
     def convert(self, text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise NotValid("a number") from None
-        self._within(value)
-        return value
+        return self._bounded(text, float, "a number")
 
 
 class Boolean(Parser):
