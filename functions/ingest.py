@@ -9,6 +9,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared.settings import STORAGE_CONNECTION
+from shared.settings_table import SPEC_BY_NAME
 
 log = logging.getLogger("functions.ingest")
 bp = func.Blueprint()
@@ -16,7 +17,7 @@ bp = func.Blueprint()
 
 def _trigger_source() -> func.BlobSource:
     # Read when the worker indexes the app: the binding's source cannot change at run time.
-    value = os.environ.get("BOBO_BLOB_TRIGGER_SOURCE", "EventGrid").strip()
+    value = os.environ.get("BOBO_BLOB_TRIGGER_SOURCE", SPEC_BY_NAME["BOBO_BLOB_TRIGGER_SOURCE"].default or "").strip()
     if value == "LogsAndContainerScan":
         return func.BlobSource.LOGS_AND_CONTAINER_SCAN
     if value != "EventGrid":

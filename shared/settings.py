@@ -1,27 +1,51 @@
-"""Every setting of the app, read and validated in one place.
+"""Every setting of the app, read and validated in one place, as `shared.settings_table` declares it.
 
 `Settings.from_env(mapping)` builds an immutable object from any mapping (``os.environ`` in Azure and
 under ``func start``; a plain dict in tests). Validation collects every problem and raises one
 ``SettingsError`` naming each missing or malformed setting, never echoing a secret's value.
+``python -m shared.settings --example`` prints local.settings.json.example, ``--markdown`` the settings
+doc's table, both rendered from the table.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlparse
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
-SECRET_SETTINGS = frozenset({"ATHOC_CLIENT_SECRET", "ATHOC_PASSWORD", "BOBO_STORAGE"})
+from shared.settings_parsers import ContainerName, Rejected, StorageConnection
+from shared.settings_table import (
+    SECRET_SETTINGS,
+    SETTING_NAMES,
+    SETTING_TABLE,
+    SETTINGS,
+    STORAGE_CONNECTION,
+    SettingSpec,
+    example_local_settings,
+    settings_markdown,
+)
 
-# Storage connection name shared by the trigger bindings and the code (contract section 3).
-STORAGE_CONNECTION = "BOBO_STORAGE"
-
-BLOB_TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")
+# Re-exported: the rest of the code and the tests import these from here.
+__all__ = [
+    "SECRET_SETTINGS",
+    "SETTINGS",
+    "SETTING_NAMES",
+    "SETTING_TABLE",
+    "STORAGE_CONNECTION",
+    "AtHocSettings",
+    "SettingSpec",
+    "Settings",
+    "SettingsError",
+    "StorageConnection",
+    "describe",
+    "load_local_settings",
+]
 
 
 class SettingsError(ValueError):
@@ -32,96 +56,14 @@ class SettingsError(ValueError):
         super().__init__("invalid settings: " + "; ".join(problems))
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    """A setting's name, default (None = required) and one-line meaning, for docs and infra checks."""
-
-    name: str
-    default: str | None
-    meaning: str
-
-    @property
-    def required(self) -> bool:
-        return self.default is None
-
-
-# The single list of settings: README, local.settings.json.example and infra are checked against it.
-SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("ATHOC_SERVER_URL", None, "AtHoc base URL, e.g. https://alerts.example.com"),
-    SettingSpec("ATHOC_ORG_CODE", None, "organization code (tenant)"),
-    SettingSpec("ATHOC_CLIENT_ID", None, "API application client id"),
-    SettingSpec("ATHOC_CLIENT_SECRET", None, "API application client secret (Key Vault in Azure)"),
-    SettingSpec("ATHOC_USERNAME", None, "service account with the User Manager role"),
-    SettingSpec("ATHOC_PASSWORD", None, "service account password (Key Vault in Azure)"),
-    SettingSpec("ATHOC_SCOPE", "openid profile athoc.iws.web.api", "token scope"),
-    SettingSpec("ATHOC_DUTY_FIELD", "On-Duty-DTG", "common name of the duty date-time attribute"),
-    SettingSpec("ATHOC_COLLAR_FIELD", "Collar-Number", "common name of the employee id attribute"),
-    SettingSpec("ATHOC_DATETIME_FORMAT", "%d/%m/%Y %H:%M:%S", "how duty values are written and read"),
-    SettingSpec("ATHOC_VERIFY_TLS", "true", "false only for test servers (logged loudly)"),
-    SettingSpec("ATHOC_CA_BUNDLE", "", "PEM file of a private CA that signed the AtHoc certificate"),
-    SettingSpec("ATHOC_SYNC_CHUNK_SIZE", "1000", "rows per SyncByCommonNames request"),
-    SettingSpec("ATHOC_PAGE_SIZE", "1000", "users per users/search/basic page (AtHoc caps at 1000)"),
-    SettingSpec("ATHOC_CONNECT_TIMEOUT_SECONDS", "10", "TCP/TLS connect timeout per request"),
-    SettingSpec("ATHOC_READ_TIMEOUT_SECONDS", "60", "read timeout per request"),
-    SettingSpec("ATHOC_CALL_BUDGET_SECONDS", "120", "total time per AtHoc call including retries"),
-    SettingSpec("ATHOC_MAX_RETRIES", "5", "retries of one transient AtHoc failure within the budget"),
-    SettingSpec("BOBO_STORAGE", None, "storage connection string, or BOBO_STORAGE__* identity settings"),
-    SettingSpec("BOBO_INCOMING_CONTAINER", "bobo-incoming", "files waiting (the exporter writes here)"),
-    SettingSpec("BOBO_PROCESSED_CONTAINER", "bobo-processed", "files AtHoc confirmed"),
-    SettingSpec("BOBO_FAILED_CONTAINER", "bobo-failed", "files that cannot succeed"),
-    SettingSpec("BOBO_REJECTS_CONTAINER", "bobo-rejects", "NAME.rejects.csv for each file with rejected rows"),
-    SettingSpec("BOBO_TABLE_PREFIX", "bobo", "prefix of every table name"),
-    SettingSpec("BOBO_TIMEZONE", "UTC", "IANA zone of BOBO clock times and of the AtHoc org"),
-    SettingSpec("BOBO_AUTO_CLEANUP_HOURS", "24", "duty values older than this are cleared"),
-    SettingSpec("BOBO_MAX_RETRY_ATTEMPTS", "5", "attempts before a file goes to failed"),
-    SettingSpec("BOBO_MAPPING_SYNC_HOUR", "20", "daily mapping sync runs after this hour (local)"),
-    SettingSpec("BOBO_MAPPING_MAX_AGE_DAYS", "2", "a mapping older than this is refreshed at once"),
-    SettingSpec("BOBO_MAPPING_MAX_REMOVE_PERCENT", "50", "a sync removing more of the mappings is refused"),
-    SettingSpec("BOBO_BATCH_WINDOW_SECONDS", "2", "wait after taking the batch lock"),
-    SettingSpec("BOBO_BATCH_MAX_FILES", "2000", "files read into one batch at most"),
-    SettingSpec("BOBO_DRAIN_BUDGET_SECONDS", "480", "a drain stops starting batches after this"),
-    SettingSpec("BOBO_IO_THREADS", "4", "files read and moved at once within a batch"),
-    SettingSpec("BOBO_LOCK_LEASE_SECONDS", "60", "lease of the batch lock (15-60 s), renewed while held"),
-    SettingSpec("BOBO_BLOB_TRIGGER_SOURCE", "EventGrid", "EventGrid (Azure) or LogsAndContainerScan (local)"),
-    SettingSpec("BOBO_SWEEP_SCHEDULE", "0 */5 * * * *", "NCRONTAB (UTC) of sweep_incoming"),
-    SettingSpec("BOBO_MAPPING_SCHEDULE", "0 5 * * * *", "NCRONTAB (UTC) of sync_mappings"),
-    SettingSpec("BOBO_CLEANUP_SCHEDULE", "0 15 * * * *", "NCRONTAB (UTC) of clear_stale_duty"),
-    SettingSpec("BOBO_LOG_RETENTION_DAYS", "30", "run-log entries and file records kept this long"),
-    SettingSpec("BOBO_PROCESSED_RETENTION_DAYS", "30", "processed blobs kept this long (0 = keep)"),
-    SettingSpec("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
-)
-
-SETTING_NAMES = frozenset(spec.name for spec in SETTINGS)
-_DEFAULTS = {spec.name: spec.default for spec in SETTINGS}
-
-_IDENTITY_SUFFIXES = ("blobServiceUri", "queueServiceUri", "tableServiceUri", "clientId", "credential")
-_CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,30}$")
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-@dataclass(frozen=True)
-class StorageConnection:
-    """Either a connection string or the identity-based service URIs, as the Functions host reads them."""
-
-    connection_string: str | None = field(default=None, repr=False)
-    blob_service_uri: str | None = None
-    queue_service_uri: str | None = None
-    table_service_uri: str | None = None
-    client_id: str | None = None
-
-    @property
-    def uses_identity(self) -> bool:
-        return self.connection_string is None
-
-    def __repr__(self) -> str:  # the connection string may hold an account key
-        if self.connection_string is not None:
-            return "StorageConnection(connection_string=<hidden>)"
-        return f"StorageConnection(blob_service_uri={self.blob_service_uri!r}, client_id={self.client_id!r})"
+# A table attribute "athoc.page_size" fills Settings.athoc.page_size.
+_ATHOC = "athoc."
 
 
 @dataclass(frozen=True)
 class AtHocSettings:
+    """How to reach and write AtHoc. Each field is one setting's parsed value (SETTING_TABLE's attribute)."""
+
     server_url: str
     org_code: str
     client_id: str
@@ -144,6 +86,8 @@ class AtHocSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of the function app, parsed; field types are the table's parser types (a test checks)."""
+
     athoc: AtHocSettings
     storage: StorageConnection
     incoming_container: str
@@ -179,191 +123,31 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `env` (default: the process environment). Raises SettingsError."""
         source = os.environ if env is None else env
-        reader = _Reader(source)
-        athoc = AtHocSettings(
-            server_url=reader.url("ATHOC_SERVER_URL"),
-            org_code=reader.text("ATHOC_ORG_CODE"),
-            client_id=reader.text("ATHOC_CLIENT_ID"),
-            client_secret=reader.text("ATHOC_CLIENT_SECRET"),
-            username=reader.text("ATHOC_USERNAME"),
-            password=reader.text("ATHOC_PASSWORD"),
-            scope=reader.text("ATHOC_SCOPE"),
-            duty_field=reader.text("ATHOC_DUTY_FIELD"),
-            collar_field=reader.text("ATHOC_COLLAR_FIELD"),
-            datetime_format=reader.datetime_format("ATHOC_DATETIME_FORMAT"),
-            verify_tls=reader.boolean("ATHOC_VERIFY_TLS"),
-            ca_bundle=reader.optional_file("ATHOC_CA_BUNDLE"),
-            sync_chunk_size=reader.integer("ATHOC_SYNC_CHUNK_SIZE", minimum=1, maximum=10000),
-            page_size=reader.integer("ATHOC_PAGE_SIZE", minimum=1, maximum=1000),
-            connect_timeout=reader.number("ATHOC_CONNECT_TIMEOUT_SECONDS", minimum=0.1),
-            read_timeout=reader.number("ATHOC_READ_TIMEOUT_SECONDS", minimum=0.1),
-            call_budget_seconds=reader.number("ATHOC_CALL_BUDGET_SECONDS", minimum=1),
-            max_retries=reader.integer("ATHOC_MAX_RETRIES", minimum=0, maximum=20),
-        )
-        settings = cls(
-            athoc=athoc,
-            storage=reader.storage(),
-            incoming_container=reader.container("BOBO_INCOMING_CONTAINER"),
-            processed_container=reader.container("BOBO_PROCESSED_CONTAINER"),
-            failed_container=reader.container("BOBO_FAILED_CONTAINER"),
-            rejects_container=reader.container("BOBO_REJECTS_CONTAINER"),
-            table_prefix=reader.table_prefix("BOBO_TABLE_PREFIX"),
-            timezone_name=reader.timezone("BOBO_TIMEZONE"),
-            auto_cleanup_hours=reader.number("BOBO_AUTO_CLEANUP_HOURS", minimum=0.01),
-            max_retry_attempts=reader.integer("BOBO_MAX_RETRY_ATTEMPTS", minimum=1, maximum=1000),
-            mapping_sync_hour=reader.integer("BOBO_MAPPING_SYNC_HOUR", minimum=0, maximum=23),
-            mapping_max_age_days=reader.number("BOBO_MAPPING_MAX_AGE_DAYS", minimum=0.01),
-            mapping_max_remove_percent=reader.number("BOBO_MAPPING_MAX_REMOVE_PERCENT", minimum=0, maximum=100),
-            batch_window_seconds=reader.number("BOBO_BATCH_WINDOW_SECONDS", minimum=0, maximum=50),
-            batch_max_files=reader.integer("BOBO_BATCH_MAX_FILES", minimum=1, maximum=100000),
-            drain_budget_seconds=reader.number("BOBO_DRAIN_BUDGET_SECONDS", minimum=1),
-            io_threads=reader.integer("BOBO_IO_THREADS", minimum=1, maximum=32),
-            # Blob leases last 15 to 60 s; a killed batcher's lock frees itself after this long.
-            lock_lease_seconds=reader.integer("BOBO_LOCK_LEASE_SECONDS", minimum=15, maximum=60),
-            blob_trigger_source=reader.choice("BOBO_BLOB_TRIGGER_SOURCE", BLOB_TRIGGER_SOURCES),
-            log_retention_days=reader.integer("BOBO_LOG_RETENTION_DAYS", minimum=1),
-            processed_retention_days=reader.integer("BOBO_PROCESSED_RETENTION_DAYS", minimum=0),
-            log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, upper=True),
-        )
-        containers = [c for c in settings.containers if c]
-        if len(set(containers)) != len(containers):
-            reader.problems.append("BOBO_*_CONTAINER: the four containers must have different names")
-        if reader.problems:
-            raise SettingsError(reader.problems)
-        return settings
+        # Any: the table pairs each attribute with its parser; a test holds parser and field types equal.
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for spec in SETTINGS:
+            if spec.attribute is None:
+                continue  # read by the Functions host only (a %NAME% binding)
+            try:
+                values[spec.attribute] = spec.read(source)
+            except Rejected as rejected:
+                problems.extend(rejected.problems)
+        problems.extend(_container_problems(source))
+        if problems:
+            raise SettingsError(problems)
+        athoc = {name.removeprefix(_ATHOC): value for name, value in values.items() if name.startswith(_ATHOC)}
+        others = {name: value for name, value in values.items() if not name.startswith(_ATHOC)}
+        return cls(athoc=AtHocSettings(**athoc), **others)
 
 
-class _Reader:
-    """Reads raw strings, applies defaults, and collects every problem instead of stopping at the first."""
-
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None or not value.strip():
-            return _DEFAULTS.get(name)
-        return value.strip()
-
-    def text(self, name: str) -> str:
-        value = self.raw(name)
-        if value is None:
-            self.problems.append(f"{name} is required")
-            return ""
-        return value
-
-    def _bad(self, name: str, expected: str) -> None:
-        # Never echo a secret's value; other values help the operator see the typo.
-        shown = "<hidden>" if name in SECRET_SETTINGS else repr(self.raw(name))
-        self.problems.append(f"{name}={shown} is not {expected}")
-
-    def url(self, name: str) -> str:
-        value = self.text(name)
-        if value:
-            parsed = urlparse(value)
-            if parsed.scheme not in ("https", "http") or not parsed.netloc:
-                self._bad(name, "an http(s) URL")
-        return value.rstrip("/")
-
-    def integer(self, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-        raw = self.text(name)
-        try:
-            value = int(raw)
-        except ValueError:
-            self._bad(name, "a whole number")
-            return 0
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            self._bad(name, f"between {minimum} and {maximum}")
-        return value
-
-    def number(self, name: str, *, minimum: float | None = None, maximum: float | None = None) -> float:
-        raw = self.text(name)
-        try:
-            value = float(raw)
-        except ValueError:
-            self._bad(name, "a number")
-            return 0.0
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            self._bad(name, f"between {minimum} and {maximum}")
-        return value
-
-    def boolean(self, name: str) -> bool:
-        raw = self.text(name).lower()
-        if raw in ("true", "1", "yes", "on"):
-            return True
-        if raw in ("false", "0", "no", "off"):
-            return False
-        self._bad(name, "true or false")
-        return True
-
-    def choice(self, name: str, options: tuple[str, ...], *, upper: bool = False) -> str:
-        raw = self.text(name)
-        value = raw.upper() if upper else raw
-        if value not in options:
-            self._bad(name, "one of " + ", ".join(options))
-        return value
-
-    def container(self, name: str) -> str:
-        value = self.text(name)
-        if value and not _CONTAINER_NAME.match(value):
-            self._bad(name, "a container name (3-63 lowercase letters, digits, single hyphens)")
-        return value
-
-    def table_prefix(self, name: str) -> str:
-        value = self.text(name)
-        if not _TABLE_PREFIX.match(value):
-            self._bad(name, "a table-name prefix (a letter, then up to 30 letters or digits)")
-        return value
-
-    def timezone(self, name: str) -> str:
-        value = self.text(name)
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            self._bad(name, "an IANA time zone such as Europe/London")
-        return value
-
-    def datetime_format(self, name: str) -> str:
-        value = self.text(name)
-        if "%" not in value:
-            self._bad(name, "a strftime format such as %d/%m/%Y %H:%M:%S")
-        return value
-
-    def optional_file(self, name: str) -> str | None:
-        value = self.raw(name)
-        if not value:
-            return None
-        if not Path(value).is_file():
-            self._bad(name, "a readable file")
-        return value
-
-    def storage(self) -> StorageConnection:
-        connection_string = self.raw(STORAGE_CONNECTION)
-        identity = {
-            suffix: self.env.get(f"{STORAGE_CONNECTION}__{suffix}", "").strip() for suffix in _IDENTITY_SUFFIXES
-        }
-        if connection_string:
-            if connection_string != "UseDevelopmentStorage=true" and "=" not in connection_string:
-                self._bad(STORAGE_CONNECTION, "a storage connection string")
-            return StorageConnection(connection_string=connection_string)
-        if identity["blobServiceUri"] or identity["tableServiceUri"]:
-            for suffix in ("blobServiceUri", "tableServiceUri"):
-                if not identity[suffix].startswith("https://"):
-                    self.problems.append(
-                        f"{STORAGE_CONNECTION}__{suffix} is required (https://) with identity-based storage"
-                    )
-            return StorageConnection(
-                blob_service_uri=identity["blobServiceUri"].rstrip("/") or None,
-                queue_service_uri=identity["queueServiceUri"].rstrip("/") or None,
-                table_service_uri=identity["tableServiceUri"].rstrip("/") or None,
-                client_id=identity["clientId"] or None,
-            )
-        self.problems.append(
-            f"{STORAGE_CONNECTION} is required (a connection string, or {STORAGE_CONNECTION}__blobServiceUri"
-            f" and {STORAGE_CONNECTION}__tableServiceUri for a managed identity)"
-        )
-        return StorageConnection()
+def _container_problems(env: Mapping[str, str]) -> list[str]:
+    """Rules across settings: the four containers must differ (compared as written, valid or not)."""
+    names = [spec.text(env) for spec in SETTINGS if isinstance(spec.parser, ContainerName)]
+    given = [name for name in names if name]
+    if len(set(given)) != len(given):
+        return ["BOBO_*_CONTAINER: the four containers must have different names"]
+    return []
 
 
 def load_local_settings(root: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -390,3 +174,19 @@ def describe(settings: Settings) -> dict[str, object]:
         "table_prefix": settings.table_prefix,
         "timezone": settings.timezone_name,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.settings", description="Print what is rendered from the settings table."
+    )
+    output = parser.add_mutually_exclusive_group(required=True)
+    output.add_argument("--example", action="store_true", help="local.settings.json.example")
+    output.add_argument("--markdown", action="store_true", help="the settings doc's table")
+    args = parser.parse_args(argv)
+    sys.stdout.write(example_local_settings() if args.example else settings_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
