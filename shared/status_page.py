@@ -306,13 +306,3 @@ def _runs_html(runs: tuple[RunSummary, ...], zone: ZoneInfo, now: datetime) -> s
         "<h2>Recent runs</h2><table><tr><th>at</th><th>job</th><th>outcome</th><th>trigger</th><th>error</th></tr>"
         f"{rows}</table>"
     )
-
-
-__all__ = [
-    "HttpAnswer",
-    "render_error_html",
-    "render_html",
-    "status_http",
-    "text_lines",
-    "unavailable_cause",
-]

@@ -108,13 +108,13 @@ class HourBucket:
     users_updated: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        counts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)[2:]}
+        counts = {key: getattr(self, key) for key in HOUR_COUNTS}
         return {"hour": iso_utc(self.hour), "label": self.label, **counts}
 
 
-# The run log counts each table sums, taken from the dataclasses so the lists cannot drift apart.
+# The run log's counts that DayTotals and HourBucket sum, read off their fields so the lists cannot drift apart.
 DAY_COUNTS = tuple(f.name for f in dataclasses.fields(DayTotals) if f.name not in {"runs", "runs_failed"})
-HOUR_COUNTS = tuple(f.name for f in dataclasses.fields(HourBucket)[2:])
+HOUR_COUNTS = tuple(f.name for f in dataclasses.fields(HourBucket) if f.name not in {"hour", "label"})
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class Health:
 
 
 # What a report carries until `verdict` has judged it (build_status always replaces it).
-NOT_JUDGED = Health(healthy=False, reasons=("not judged yet",))
+_NOT_JUDGED = Health(healthy=False, reasons=("not judged yet",))
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ def build_status(runtime: Runtime, now: datetime | None = None) -> StatusReport:
         version=__version__,
         generated_at=now,
         timezone=settings.timezone_name,
-        health=NOT_JUDGED,
+        health=_NOT_JUDGED,
         mappings_total=int(state.mapping_count()),
         mappings_last_sync=jobs[JobKind.SYNC_MAPPINGS].last_success,
         files_pending=len(incoming),
@@ -466,18 +466,3 @@ def status_result(runtime: Runtime) -> StatusResult:
 
     probe_storage(runtime.settings)  # fail in a second, not after the SDK's minute of retries
     return StatusResult(build_status(runtime))
-
-
-__all__ = [
-    "DayTotals",
-    "FailedFile",
-    "Health",
-    "HourBucket",
-    "LastRun",
-    "RunSummary",
-    "StatusReport",
-    "StatusResult",
-    "build_status",
-    "status_result",
-    "verdict",
-]
