@@ -27,11 +27,17 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # shared.cli.EXIT_FAILED (not imported: cli imports this module lazily, keep it one-way)
 
 
+@dataclass(frozen=True)
+class MovedFile:
+    name: str  # in the failed container (it may carry a collision suffix)
+    incoming: str  # in incoming: the name the exporter gave it, unless that one is taken
+
+
 @dataclass
 class RetryResult:
     """`retry-failed`: exit non-zero when a named file was not in the failed container (nothing hidden)."""
 
-    moved: list[dict[str, str]] = field(default_factory=list)  # {"name": failed name, "incoming": new name}
+    moved: list[MovedFile] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     operator: str = ""
@@ -49,11 +55,19 @@ class RetryResult:
             return f"retry-failed: not in the failed container: {', '.join(self.not_found[:10])}"
         return ""
 
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.moved]
+
+    @property
+    def incoming_names(self) -> list[str]:
+        return [m.incoming for m in self.moved]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "moved": len(self.moved),
-            "names": [m["name"] for m in self.moved],
-            "incoming_names": [m["incoming"] for m in self.moved],
+            "names": self.names,
+            "incoming_names": self.incoming_names,
             "not_found": list(self.not_found),
             "errors": list(self.errors),
             "operator": self.operator,
@@ -62,7 +76,7 @@ class RetryResult:
 
     def text_lines(self) -> list[str]:
         lines = [f"moved {len(self.moved)} file{'s' if len(self.moved) != 1 else ''} back to incoming"]
-        lines += [f"  {m['name']}" + (f" -> {m['incoming']}" if m["incoming"] != m["name"] else "") for m in self.moved]
+        lines += [f"  {m.name}" + (f" -> {m.incoming}" if m.incoming != m.name else "") for m in self.moved]
         lines += [f"not in the failed container: {name}" for name in self.not_found]
         lines += [f"error: {error}" for error in self.errors]
         if self.moved:
@@ -113,7 +127,7 @@ def _retry_one(runtime: Runtime, blob: BlobProperties, records: dict[str, FileRe
     fresh = FileRecord(name=incoming_name, state=FileState.WAITING, attempts=0, size=size, etag=etag, first_seen=now)
     fresh.last_error = f"retried by {result.operator} at {now.isoformat()}"
     runtime.state.save_files([fresh])
-    result.moved.append({"name": blob.name, "incoming": incoming_name})
+    result.moved.append(MovedFile(name=blob.name, incoming=incoming_name))
     log.info("retry-failed: %s moved back to incoming as %s by %s", blob.name, incoming_name, result.operator)
 
 
@@ -162,8 +176,8 @@ def _record_retry(runtime: Runtime, result: RetryResult, started: datetime) -> N
         counts={
             "moved": len(result.moved),
             "operator": result.operator,
-            "names": [m["name"] for m in result.moved],
-            "incoming_names": [m["incoming"] for m in result.moved],
+            "names": result.names,
+            "incoming_names": result.incoming_names,
             "not_found": result.not_found,
         },
     )
