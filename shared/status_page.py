@@ -33,6 +33,7 @@ from shared.status_report import (
     duration_text,
     local_time,
 )
+from shared.storage import StorageUnavailable, probe_storage
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -105,8 +106,6 @@ def status_http(runtime_factory: Callable[[], Runtime], wants_html: bool) -> Htt
     The runtime is created inside, so invalid settings (process_runtime raises SettingsError) and an
     unreachable storage account both become a 503 the operator can read, instead of a bare 500.
     """
-    from shared.storage import probe_storage
-
     try:
         runtime = runtime_factory()
         probe_storage(runtime.settings)
@@ -124,8 +123,6 @@ def status_http(runtime_factory: Callable[[], Runtime], wants_html: bool) -> Htt
 
 def unavailable_cause(error: BaseException) -> str:
     """Why the report could not be built, in one line without any key or signature."""
-    from shared.storage import StorageUnavailable
-
     if isinstance(error, SettingsError):
         return str(error)  # names each bad setting, never a secret's value
     if isinstance(error, AzureError | StorageUnavailable):

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from shared import SERVICE_NAME, __version__
 from shared.state import FileRecord, JobKind, JobStatus, Outcome, RunRecord, utcnow
+from shared.storage import probe_storage
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -462,7 +463,5 @@ class StatusResult:
 
 
 def status_result(runtime: Runtime) -> StatusResult:
-    from shared.storage import probe_storage
-
     probe_storage(runtime.settings)  # fail in a second, not after the SDK's minute of retries
     return StatusResult(build_status(runtime))
