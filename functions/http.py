@@ -1,4 +1,4 @@
-"""health (anonymous) and status (function key): HTTP adapters over shared.report."""
+"""health (anonymous) and status (function key): HTTP adapters over shared.status_page."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def status(req: func.HttpRequest) -> func.HttpResponse:
 
     Invalid settings or unreachable storage answer 503 naming the cause (never a secret), not a bare 500.
     """
-    from shared.report import status_http
     from shared.runtime import process_runtime
+    from shared.status_page import status_http
 
     wants_html = req.params.get("format") == "html" or (
         "text/html" in req.headers.get("accept", "") and req.params.get("format") != "json"

@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
-    from shared.report import probe_storage
     from shared.runtime import Runtime, configure_logging
+    from shared.storage import probe_storage
 
     configure_logging(settings.log_level)
     # One request per service without retries: an unreachable account is named in a second, not after
@@ -95,19 +95,19 @@ def _run_cleanup(settings: Settings, args: argparse.Namespace) -> CommandResult:
 
 
 def _run_status(settings: Settings, args: argparse.Namespace) -> CommandResult:
-    from shared.report import status_result
+    from shared.status_report import status_result
 
     return status_result(_runtime(settings))
 
 
 def _run_check(settings: Settings, args: argparse.Namespace) -> CommandResult:
-    from shared.operations import run_checks
+    from shared.checks import run_checks
 
     return run_checks(settings)
 
 
 def _run_retry(settings: Settings, args: argparse.Namespace) -> CommandResult:
-    from shared.operations import retry_failed
+    from shared.retry_failed import retry_failed
 
     if not args.all and not args.names:
         raise CommandFailed("retry-failed needs NAME ... or --all", ExitCode.SETTINGS)
@@ -126,7 +126,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], CommandResult]] = {
 
 def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from shared.operations import set_quiet
+    from shared.progress import set_quiet
 
     set_quiet(True if args.json else None)  # progress lines only on a terminal, never under --json
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     except SettingsError as error:
         if args.command == "check":
             # `check` reports bad settings as its first failed check rather than refusing to run.
-            from shared.operations import settings_failure_result
+            from shared.checks import settings_failure_result
 
             return _emit(settings_failure_result(error), args)
         return _fail(str(error), ExitCode.SETTINGS, args)

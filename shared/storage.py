@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from azure.core import MatchConditions
@@ -405,3 +406,16 @@ def _metadata_value(value: object) -> str:
 def _reason(error: HttpResponseError) -> str:
     code = getattr(error, "error_code", None) or getattr(error, "status_code", None) or "error"
     return f"{code}"
+
+
+# The SDKs' default retries take over a minute to give up on an unreachable account; a probe without
+# retries lets `status` and `check` name the cause at once (a blip: ask again).
+PROBE_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 15}
+
+
+def probe_storage(settings: Settings) -> tuple[str, str]:
+    """One cheap request to each of the blob and table services; raises their error. Returns both URLs."""
+    blobs, tables = blob_service(settings), table_service(settings)
+    next(iter(blobs.list_containers(results_per_page=1, **PROBE_OPTIONS).by_page()), None)
+    next(iter(tables.list_tables(results_per_page=1, **PROBE_OPTIONS).by_page()), None)
+    return blobs.url, tables.url

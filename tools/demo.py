@@ -166,14 +166,13 @@ def run(as_json: bool = False) -> int:
             holdings.append({"login": user["LOGIN_ID"], "collar": user.get("Collar-Number"), "duty": value})
             out(f"     {user['LOGIN_ID']:<26} collar {user.get('Collar-Number') or '-':<5} {value or '(off duty)'}")
 
-        from shared.report import build_status
+        from shared.status_report import build_status
 
-        status = build_status(runtime)
-        health = status.get("health", {})
+        health = build_status(runtime).health
         out("")
         out(
-            f"6. Status verdict: {'healthy' if health.get('healthy') else 'attention needed'}"
-            + "".join(f"\n     - {reason}" for reason in health.get("reasons", []))
+            f"6. Status verdict: {'healthy' if health.healthy else 'attention needed'}"
+            + "".join(f"\n     - {reason}" for reason in health.reasons)
         )
         if as_json:
             print(

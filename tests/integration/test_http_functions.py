@@ -117,7 +117,7 @@ def test_json_wins_when_asked_for(deployment: dict[str, str]) -> None:
 
 
 def test_status_with_invalid_settings_is_503_naming_the_setting(make_test_env, monkeypatch) -> None:
-    # Needs functions/http.py to answer through shared.report.status_http (which catches and names the cause).
+    # Needs functions/http.py to answer through shared.status_page.status_http (which catches and names the cause).
     env = make_test_env()
     del env["BOBO_STORAGE"]
     env["ATHOC_PAGE_SIZE"] = "many"
@@ -137,7 +137,7 @@ def test_status_with_invalid_settings_is_503_naming_the_setting(make_test_env, m
 
 
 def test_status_with_storage_down_is_503_fast_and_keeps_the_key_secret(make_test_env, monkeypatch) -> None:
-    # Needs functions/http.py to answer through shared.report.status_http (storage probe without retries).
+    # Needs functions/http.py to answer through shared.status_page.status_http (storage probe without retries).
     port = closed_port()
     connection = (
         f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"

@@ -470,7 +470,7 @@ def test_auth_failure_and_backlog_appear_in_the_summary_fields(make_runtime, ath
 
 
 def test_a_given_up_file_put_back_by_retry_failed_is_sent(make_runtime, athoc_sim) -> None:
-    from shared.operations import retry_failed
+    from shared.retry_failed import retry_failed
 
     # AtHoc unreachable (token endpoint down) until the file is given up: nothing was ever applied.
     runtime = make_runtime(BOBO_MAX_RETRY_ATTEMPTS="2", ATHOC_MAX_RETRIES="0", ATHOC_CALL_BUDGET_SECONDS="3")

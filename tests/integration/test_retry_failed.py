@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import timedelta
 
 import pytest
 
 from shared.cli import main
-from shared.operations import progress, retry_failed
 from shared.pipeline import drain
+from shared.retry_failed import retry_failed
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, utcnow
 from tests.conftest import make_env
@@ -149,25 +148,3 @@ def test_cli_json_and_exit_codes(runtime: Runtime, azurite, athoc_sim, capsys) -
 
     assert main(["retry-failed", "--all"], env=env) == 0
     assert capsys.readouterr().out.startswith("moved 0 files back to incoming")
-
-
-class FakeTerminal(io.StringIO):
-    def __init__(self, tty: bool):
-        super().__init__()
-        self.tty = tty
-
-    def isatty(self) -> bool:
-        return self.tty
-
-
-def test_progress_only_on_a_terminal_and_never_under_json() -> None:
-    terminal = FakeTerminal(tty=True)
-    with progress("moving", stream=terminal, quiet=False) as show:
-        show(1, 3)
-        show(3, 3)  # the last step is always drawn, however soon after the previous one
-    assert terminal.getvalue() == "\rmoving: 1 of 3\x1b[K\rmoving: 3 of 3\x1b[K\r\x1b[K"
-
-    for stream, quiet in ((FakeTerminal(tty=False), False), (FakeTerminal(tty=True), True)):
-        with progress("moving", stream=stream, quiet=quiet) as show:
-            show(1, 3)
-        assert stream.getvalue() == ""

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.report import build_status, render_html
+from shared.status_page import render_html
+from shared.status_report import build_status
 from tests.helpers import ROOT
 from tests.integration.test_status_report import seed_state
 

@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from shared.cli import main
-from shared.report import build_status, text_lines
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, MappingEntry, Outcome, RunRecord, utcnow
+from shared.status_page import text_lines
+from shared.status_report import Health, build_status
 from tests.conftest import make_env
 
 LONDON = ZoneInfo("Europe/London")
@@ -95,7 +96,28 @@ def seeded(make_runtime) -> Seeded:
 
 
 def test_contract_keys_and_types(seeded: Seeded) -> None:
-    report = build_status(seeded.runtime, now=seeded.now)
+    report = build_status(seeded.runtime, now=seeded.now).to_json()
+
+    # The contract's keys (section 6) and the operator's extras, in the order readers of the raw JSON see them.
+    assert list(report) == [
+        "service",
+        "version",
+        "generated_at",
+        "timezone",
+        "health",
+        "mappings_total",
+        "mappings_last_sync",
+        "files_pending",
+        "files_retrying",
+        "oldest_pending_age_seconds",
+        "oldest_pending_name",
+        "files_failed",
+        "failed_files",
+        "last_runs",
+        "last_24h",
+        "hourly",
+        "recent_runs",
+    ]
 
     assert report["mappings_total"] == 3
     assert report["files_pending"] == 2
@@ -116,7 +138,7 @@ def test_contract_keys_and_types(seeded: Seeded) -> None:
 
 
 def test_failed_files_reason_from_record_else_metadata(seeded: Seeded) -> None:
-    failed = {f["name"]: f for f in build_status(seeded.runtime, now=seeded.now)["failed_files"]}
+    failed = {f["name"]: f for f in build_status(seeded.runtime, now=seeded.now).to_json()["failed_files"]}
 
     # The record wins over the metadata, and is found through its suffixed destination name.
     assert failed["bad-20251021T101010Z.csv"] == {
@@ -128,7 +150,7 @@ def test_failed_files_reason_from_record_else_metadata(seeded: Seeded) -> None:
 
 
 def test_last_runs_mapping_sync_and_backlog(seeded: Seeded) -> None:
-    report = build_status(seeded.runtime, now=seeded.now)
+    report = build_status(seeded.runtime, now=seeded.now).to_json()
 
     process = report["last_runs"]["process"]
     assert process["status"] == "failed"
@@ -142,7 +164,7 @@ def test_last_runs_mapping_sync_and_backlog(seeded: Seeded) -> None:
 
 
 def test_last_24_hours_and_hourly_series(seeded: Seeded) -> None:
-    report = build_status(seeded.runtime, now=seeded.now)
+    report = build_status(seeded.runtime, now=seeded.now).to_json()
 
     day = report["last_24h"]
     # The run 30 hours ago is outside the window; the four others count.
@@ -167,13 +189,13 @@ def test_last_24_hours_and_hourly_series(seeded: Seeded) -> None:
 
 
 def test_verdict_names_every_problem_in_local_time(seeded: Seeded) -> None:
-    health = build_status(seeded.runtime, now=seeded.now)["health"]
+    health = build_status(seeded.runtime, now=seeded.now).health
 
-    assert health["healthy"] is False
+    assert health.healthy is False
     since = seeded.auth_failing_since.astimezone(LONDON).strftime("%H:%M")
     if seeded.auth_failing_since.astimezone(LONDON).date() != seeded.now.astimezone(LONDON).date():
         since = seeded.auth_failing_since.astimezone(LONDON).strftime("%d %b %H:%M")
-    reasons = health["reasons"]
+    reasons = health.reasons
     assert any(r.startswith(f"AtHoc authentication failing since {since}: ") for r in reasons), reasons
     assert "mapping sync has not succeeded for 3 days" in reasons
     assert "2 files waiting, oldest 47 minutes" in reasons
@@ -191,14 +213,15 @@ def test_healthy_deployment(make_runtime) -> None:
 
     report = build_status(runtime)
 
-    assert report["health"] == {"healthy": True, "reasons": []}
-    assert report["files_pending"] == 0 and report["oldest_pending_age_seconds"] is None
-    assert report["last_runs"]["process"]["status"] == "never"  # the run log alone does not make a status
+    assert report.health == Health(healthy=True, reasons=())
+    assert report.to_json()["health"] == {"healthy": True, "reasons": []}
+    assert report.files_pending == 0 and report.oldest_pending_age_seconds is None
+    assert report.last_runs[JobKind.PROCESS].status == "never"  # the run log alone does not make a status
     assert text_lines(report)[0] == "HEALTHY"
 
 
 def test_mapping_sync_never_succeeded_is_unhealthy(make_runtime) -> None:
-    report = build_status(make_runtime())
+    report = build_status(make_runtime()).to_json()
     assert report["health"]["reasons"] == ["mapping sync has never succeeded: files wait until it does"]
     assert report["last_runs"]["sync-mappings"]["status"] == "never"
 
@@ -238,13 +261,13 @@ def test_last_runs_shows_a_skipped_sync_and_when_each_job_finished(make_runtime,
     started = utcnow()
     athoc_sim.latency = 0.5  # the sync takes at least the token and one search: about a second
     assert run_mapping_sync(runtime, force=True).status == Outcome.SUCCESS
-    synced = build_status(runtime)["last_runs"]["sync-mappings"]
+    synced = build_status(runtime).to_json()["last_runs"]["sync-mappings"]
     assert synced["status"] == "success"
     assert datetime.fromisoformat(synced["finished_at"]) >= started + timedelta(seconds=1)  # its end, not start
 
     athoc_sim.latency = 0
     assert run_mapping_sync(runtime).status == Outcome.SKIPPED  # synced just now: not due
-    skipped = build_status(runtime)["last_runs"]["sync-mappings"]
+    skipped = build_status(runtime).to_json()["last_runs"]["sync-mappings"]
 
     assert skipped["status"] == "skipped" and skipped["error"] is None
     assert skipped["finished_at"] >= synced["finished_at"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from shared.checks import ALL_CHECKS, CheckReport, run_checks
 from shared.cli import main
-from shared.operations import ALL_CHECKS, CheckReport, run_checks
 from tests.conftest import make_env
 
 
