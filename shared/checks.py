@@ -8,13 +8,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.errors import ExitCode
 from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from shared.athoc_client import AtHocAuthError, AtHocClient, ConnectionInfo
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # shared.cli.EXIT_FAILED (not imported: cli imports this module lazily, keep it one-way)
 
 
 @dataclass(frozen=True)
@@ -34,8 +32,8 @@ class CheckReport:
     checks: list[Check]
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_OK if all(c.ok for c in self.checks) else EXIT_FAILED
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if all(c.ok for c in self.checks) else ExitCode.FAILED
 
     @property
     def failure(self) -> str:

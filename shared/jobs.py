@@ -44,10 +44,6 @@ PROCESS_COUNTS = (
     "batches",
     "athoc_requests",
 )
-# The process counts summed over a day in the status report (the run bookkeeping counts are left out).
-PROCESS_DAY_COUNTS = tuple(
-    name for name in PROCESS_COUNTS if name not in ("files_seen", "stale_events", "batches", "athoc_requests")
-)
 SYNC_COUNTS = ("users_fetched", "users_without_collar", "mappings_total", "added", "updated", "removed", "conflicts")
 CLEANUP_COUNTS = ("users_checked", "stale_found", "cleared", "unparsable", "users_not_found", "users_denied")
 

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError
 
-from shared.logcontext import brief_error, log_run_summary, run_context
+from shared.errors import ExitCode
+from shared.jobs import JobEnd, JobRun, start_job
+from shared.logcontext import brief_error
 from shared.progress import progress
 from shared.settings import Settings
-from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
+from shared.state import FileRecord, FileState, JobKind, Outcome, utcnow
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobProperties
@@ -22,9 +24,6 @@ if TYPE_CHECKING:
     from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # shared.cli.EXIT_FAILED (not imported: cli imports this module lazily, keep it one-way)
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,8 @@ class RetryResult:
     run_id: str = ""
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_FAILED if self.not_found or self.errors else EXIT_OK
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAILED if self.not_found or self.errors else ExitCode.OK
 
     @property
     def failure(self) -> str:
@@ -94,9 +93,8 @@ def operator_name() -> str:
 def retry_failed(runtime: Runtime, names: list[str] | None = None, *, operator: str | None = None) -> RetryResult:
     """Move the named failed files (all with None) back to incoming, attempts reset, and log who did it."""
     runtime.ensure_ready()
-    with run_context(JobKind.RETRY_FAILED) as run_id:
-        result = RetryResult(operator=operator or operator_name(), run_id=run_id)
-        started = utcnow()
+    with start_job(JobKind.RETRY_FAILED, trigger="cli") as job:
+        result = RetryResult(operator=operator or operator_name(), run_id=job.run_id)
         settings = runtime.settings
         failed = runtime.storage.container(settings.failed_container)
         available = {b.name: b for b in failed.list_blobs() if not b.name.startswith(".")}
@@ -108,7 +106,7 @@ def retry_failed(runtime: Runtime, names: list[str] | None = None, *, operator: 
             for done, name in enumerate((n for n in wanted if n in available), start=1):
                 _retry_one(runtime, available[name], records, result)
                 show(done, len(wanted) - len(result.not_found))
-        _record_retry(runtime, result, started)
+        _record_retry(runtime, job, result)
         return result
 
 
@@ -162,35 +160,24 @@ def move_to_incoming(
     return moved.destination_name, copied.etag, copied.size
 
 
-def _record_retry(runtime: Runtime, result: RetryResult, started: datetime) -> None:
+def _record_retry(runtime: Runtime, job: JobRun, result: RetryResult) -> None:
     """The run's bookkeeping: its run log record and its one summary line (the exit code is the result's)."""
     outcome = Outcome.FAILED if result.errors else Outcome.SUCCESS
-    run = RunRecord(
-        kind=JobKind.RETRY_FAILED,
-        run_id=result.run_id,
-        started_at=started,
-        finished_at=utcnow(),
-        outcome=outcome,
-        error="; ".join(result.errors + [f"not found: {n}" for n in result.not_found])[:8000],
-        trigger="cli",
-        counts={
-            "moved": len(result.moved),
-            "operator": result.operator,
-            "names": result.names,
-            "incoming_names": result.incoming_names,
-            "not_found": result.not_found,
-        },
-    )
-    runtime.state.finish_run(run)
-    log_run_summary(
+    counts = {
+        "moved": len(result.moved),
+        "operator": result.operator,
+        "names": result.names,
+        "incoming_names": result.incoming_names,
+        "not_found": result.not_found,
+    }
+    error = "; ".join(result.errors + [f"not found: {n}" for n in result.not_found])
+    job.finish(runtime, JobEnd(outcome, counts, error=error))
+    job.log_summary(
         log,
-        JobKind.RETRY_FAILED,
         str(outcome),
         f"retry-failed by {result.operator}: {len(result.moved)} files moved back to incoming",
-        level=logging.ERROR if result.errors else logging.INFO,
-        trigger="cli",
+        failed=bool(result.errors),
         operator=result.operator,
         moved=len(result.moved),
         not_found=len(result.not_found),
-        duration_seconds=round((utcnow() - started).total_seconds(), 3),
     )

@@ -33,7 +33,7 @@ from shared.settings_parsers import (
     Url,
 )
 
-# Storage connection name shared by the trigger bindings and the code (contract section 3).
+# Storage connection name shared by the trigger bindings and the code (docs/design.md#containers).
 STORAGE_CONNECTION = "BOBO_STORAGE"
 
 BLOB_TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")
@@ -48,7 +48,7 @@ class Scope(StrEnum):
 
     APP: the function app (app settings in Azure, local.settings.json locally): `Settings.from_env`, the
     example file, infra and the settings doc's table cover exactly these. The uploader's settings
-    (contract section 9, read on the BOBO server) are to join the table as an UPLOADER scope, which
+    (read by the uploader on the BOBO server) are to join the table as an UPLOADER scope, which
     none of those include; the app settings it shares (BOBO_STORAGE, BOBO_INCOMING_CONTAINER) stay APP.
     """
 

@@ -4,14 +4,13 @@ HTTP function and its HTML page (shared/status_page.py renders it as text and HT
 Everything comes from storage the jobs already write (containers, file records, the run log, the job
 status rows); building the report makes no AtHoc call, so it answers while AtHoc is down and says so.
 The report is a tree of frozen dataclasses; `StatusReport.to_json()` is the one place it becomes JSON
-(contract section 6). Times in JSON are ISO 8601 UTC; the readable reasons and the page show them in
+(docs/design.md#command-line). Times in JSON are ISO 8601 UTC; the readable reasons and the page show them in
 `BOBO_TIMEZONE`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,18 +24,13 @@ from shared.storage import probe_storage
 if TYPE_CHECKING:
     from shared.runtime import Runtime
 
-# Jobs the contract lists under `last_runs` (retry-failed runs show in `recent_runs` instead).
+# Jobs `status` lists under `last_runs` (retry-failed runs show in `recent_runs` instead).
 REPORTED_JOBS = (JobKind.PROCESS, JobKind.SYNC_MAPPINGS, JobKind.CLEANUP)
 # Files arrive every minute and the sweep runs every 5: a file older than this is stuck, not just queued.
 BACKLOG_ALERT_SECONDS = 15 * 60
 FAILED_FILES_LISTED = 500
 RECENT_RUNS_LISTED = 10
 HOURS = 24
-# Texts of the AtHoc client's errors that mean "credentials or trust are wrong", not "AtHoc is busy".
-_AUTH_MARKERS = re.compile(
-    r"token request failed|TLS failure|a fresh token was refused|User Manager role|invalid_grant|invalid_client",
-    re.IGNORECASE,
-)
 
 
 # ------------------------------------------------------------------------------------- the report
@@ -56,7 +50,7 @@ class FailedFile:
 
 @dataclass(frozen=True)
 class LastRun:
-    """A job's very last run (a skip included), as contract section 6 has it, and its last success."""
+    """A job's very last run (a skip included) and its last success, as `status` reports it."""
 
     status: Outcome
     finished_at: datetime | None
@@ -183,7 +177,7 @@ class StatusReport:
         return ZoneInfo(self.timezone)
 
     def to_json(self) -> dict[str, Any]:
-        """The report as `status --json` and the HTTP function print it; the key order is the contract's."""
+        """The report as `status --json` and the HTTP function print it; the key order is the documented one."""
         return {
             "service": self.service,
             "version": self.version,
@@ -346,7 +340,9 @@ def verdict(
 
 
 def _auth_failure(job: JobStatus) -> bool:
-    return job.last_status == Outcome.FAILED and bool(_AUTH_MARKERS.search(job.last_error))
+    # The kind, never the text: credentials or trust an operator must fix, not a busy AtHoc.
+    kind = job.last_error_kind
+    return job.last_status == Outcome.FAILED and kind is not None and kind.needs_settings_fix
 
 
 def _auth_cause(error: str) -> str:
@@ -359,7 +355,7 @@ def _mapping_reasons(
     status: JobStatus, max_age_days: float, auth_failing: list[JobStatus], zone: ZoneInfo, now: datetime
 ) -> list[str]:
     if status.last_success is None:
-        # Files wait until a first mapping sync succeeds (contract section 2).
+        # Files wait until a first mapping sync succeeds (docs/design.md#mapping-sync-safety-rules).
         return ["mapping sync has never succeeded: files wait until it does"]
     reasons = []
     age = now - status.last_success
@@ -378,13 +374,9 @@ def _job_reasons(jobs: dict[str, JobStatus], auth_failing: list[JobStatus], zone
         since = local_time(cleanup.failing_since or cleanup.last_finished or now, zone, now)
         reasons.append(f"stale duty cleanup failing since {since}: {brief(cleanup.last_error)}")
     process = jobs[JobKind.PROCESS]
-    # A process run "fails" when one bad file fails; only AtHoc or storage trouble is a job-level problem
-    # (bad files are counted below).
-    if (
-        process.last_status == Outcome.FAILED
-        and process not in auth_failing
-        and re.search(r"AtHoc|storage unavailable|mapping sync", process.last_error)
-    ):
+    # A process run "fails" when one bad file fails; only a failure with a kind (AtHoc, storage, no mapping)
+    # is a job-level problem (bad files are counted below).
+    if process.last_status == Outcome.FAILED and process not in auth_failing and process.last_error_kind is not None:
         since = local_time(process.failing_since or process.last_finished or now, zone, now)
         reasons.append(f"file processing failing since {since}: {brief(process.last_error)}")
     return reasons

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,12 +11,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from shared.cleanup import run_cleanup
 from shared.cli import main
+from shared.errors import ErrorKind
+from shared.mapping_sync import run_mapping_sync
+from shared.pipeline import drain
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, MappingEntry, Outcome, RunRecord, utcnow
 from shared.status_page import text_lines
 from shared.status_report import Health, build_status
 from tests.conftest import make_env
+from tests.helpers import bon, csv_of, seed_users, upload
 
 LONDON = ZoneInfo("Europe/London")
 AUTH_ERROR = (
@@ -85,8 +91,8 @@ def seed_state(runtime: Runtime) -> Seeded:
         state.write_run(run)
     auth_since = now - timedelta(hours=1, minutes=20)
     state.write_run(process_run(auth_since, Outcome.FAILED, files_retry=2))
-    state.record_job(JobKind.PROCESS, Outcome.FAILED, error=AUTH_ERROR, at=auth_since)
-    state.record_job(JobKind.PROCESS, Outcome.FAILED, error=AUTH_ERROR, at=now - timedelta(minutes=5))
+    for at in (auth_since, now - timedelta(minutes=5)):
+        state.record_job(JobKind.PROCESS, Outcome.FAILED, error=AUTH_ERROR, error_kind=ErrorKind.AUTH, at=at)
     return Seeded(runtime, now, auth_since)
 
 
@@ -272,3 +278,45 @@ def test_last_runs_shows_a_skipped_sync_and_when_each_job_finished(make_runtime,
     assert skipped["status"] == "skipped" and skipped["error"] is None
     assert skipped["finished_at"] >= synced["finished_at"]
     assert skipped["last_success"] == synced["last_success"]
+
+
+def _decided(reasons: tuple[str, ...]) -> list[str]:
+    """The reasons with the quoted error text cut: what the verdict decided, not what it quoted."""
+    return [re.sub(r"^(.*? since (?:\d\d \w{3} )?\d\d:\d\d): .*$", r"\1: <quoted>", reason) for reason in reasons]
+
+
+def test_rewording_every_error_message_never_changes_the_verdict(make_runtime, athoc_sim) -> None:
+    """Real failures of every job are recorded; then every stored message is reworded (even into another
+    failure's words): the verdict reads the kinds, so it decides exactly the same."""
+    runtime = make_runtime(ATHOC_MAX_RETRIES="0")
+    seed_users(athoc_sim, runtime, ["00101"])
+    upload(runtime, "bad.csv", "not,a,bobo,row\n")
+    drain(runtime)  # a bad file: the process job fails without a kind
+    upload(runtime, "a.csv", csv_of(bon("00101", "20251022074142")))
+    athoc_sim.password = "changed-by-someone"  # the service account's password no longer works
+    assert drain(runtime).files_retry == 1  # process: auth
+    assert run_mapping_sync(runtime, force=True).status == Outcome.FAILED  # sync-mappings: auth
+    athoc_sim.stop()
+    assert run_cleanup(runtime).errors  # cleanup: AtHoc unreachable (network)
+
+    table = runtime.state.table("jobstatus")
+    rows = list(table.list_entities())
+    assert {r["RowKey"]: r.get("last_error_kind") for r in rows if r.get("last_status") == "failed"} == {
+        "process": "auth",
+        "sync-mappings": "auth",
+        "cleanup": "network",
+    }
+    before = build_status(runtime).health
+    original = [str(r.get("last_error", "")) for r in rows]
+
+    # Reword: each failed job gets another job's message (an auth text where the kind is network, and back).
+    for index, row in enumerate(rows):
+        if row.get("last_error"):
+            text = f"zz {original[(index + 1) % len(rows)] or 'storage unavailable: AtHoc TLS failure'} zz"
+            table.upsert_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "last_error": text})
+    after = build_status(runtime).health
+
+    assert not before.healthy and after.healthy == before.healthy
+    assert _decided(after.reasons) == _decided(before.reasons)
+    assert [r for r in before.reasons if r.startswith("AtHoc authentication failing since")], before.reasons
+    assert [r for r in before.reasons if r.startswith("stale duty cleanup failing since")], before.reasons

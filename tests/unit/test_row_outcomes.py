@@ -91,3 +91,10 @@ def test_capped_lists_the_first_messages_and_counts_the_rest() -> None:
     messages = [f"m{i}" for i in range(25)]
     assert capped(messages, 20, "AtHoc errors") == [*messages[:20], "... and 5 more AtHoc errors"]
     assert capped(messages[:20], 20) == messages[:20]
+
+
+def test_the_status_report_sums_only_counts_that_process_runs_record() -> None:
+    from shared.jobs import PROCESS_COUNTS
+    from shared.status_report import DAY_COUNTS, HOUR_COUNTS
+
+    assert set(DAY_COUNTS) <= set(PROCESS_COUNTS) and set(HOUR_COUNTS) <= set(DAY_COUNTS)
