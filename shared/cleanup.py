@@ -33,7 +33,8 @@ from zoneinfo import ZoneInfo
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.athoc_client import LOGIN_FIELD, AtHocAuthError, AtHocError, RowStatus
+from shared.athoc import LOGIN_FIELD, AtHocAuthError, AtHocError, RowStatus
+from shared.errors import ErrorKind
 from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.mapping_sync import field_value
 from shared.runtime import Runtime
@@ -364,7 +365,7 @@ def _find_and_clear(runtime: Runtime, run: _Run, clock: datetime, lock_lost: Any
 # The Criteria search is an optimisation: one retry at most, so a server that cannot do it is left quickly.
 CRITERIA_SEARCH_RETRIES = 1
 # Failures that reading every user would meet again: credentials, TLS, or no time left.
-_NO_FALLBACK_KINDS = frozenset({"auth", "tls", "budget"})
+_NO_FALLBACK_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.TLS, ErrorKind.BUDGET})
 
 
 def _users_with_duty(runtime: Runtime, run: _Run) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
 
-from shared.athoc_client import LOGIN_FIELD, AtHocError
+from shared.athoc import LOGIN_FIELD, AtHocError, field_value
 from shared.bobo_csv import normalise_employee_id
 from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.runtime import Runtime
@@ -162,17 +162,6 @@ class MappingDiff:
     @property
     def changed(self) -> bool:
         return bool(self.upserts or self.deletes)
-
-
-def field_value(row: Mapping[str, Any], name: str) -> Any:
-    """A user row's value of `name`, matching the key case-insensitively (the server's casing is unverified)."""
-    if name in row:
-        return row[name]
-    folded = name.casefold()
-    for key, value in row.items():
-        if isinstance(key, str) and key.casefold() == folded:
-            return value
-    return None
 
 
 def collar_text(raw: Any) -> str:

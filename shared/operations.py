@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from azure.core.exceptions import AzureError
 
+from shared.errors import ErrorKind
 from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.settings import Settings, SettingsError
 from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
@@ -212,7 +213,7 @@ def _host(url: str) -> str:
 
 
 def _check_athoc(settings: Settings, checks: list[Check], client: Any) -> None:
-    from shared.athoc_client import AtHocAuthError, AtHocClient, AtHocError
+    from shared.athoc import AtHocAuthError, AtHocClient, AtHocError
 
     athoc = settings.athoc
     # One retry at most and a short budget: `check` diagnoses, it does not wait out an outage.
@@ -241,7 +242,7 @@ def _check_athoc(settings: Settings, checks: list[Check], client: Any) -> None:
 
 
 def _auth_fix(error: Any) -> str:
-    if getattr(error, "kind", "") == "tls":
+    if getattr(error, "kind", None) is ErrorKind.TLS:
         return "set ATHOC_CA_BUNDLE to the CA that signed the AtHoc certificate, or correct ATHOC_SERVER_URL's host"
     if getattr(error, "status", None) == 403:
         return "give the service account the User Manager role in the organization"
@@ -267,7 +268,7 @@ def _connection_detail(info: Any) -> str:
 
 
 def _check_attribute(client: Any, check_name: str, attribute: str, setting: str) -> Check:
-    from shared.athoc_client import AtHocError
+    from shared.athoc import AtHocError
 
     try:
         result = client.attribute_readable(attribute)

@@ -26,9 +26,10 @@ from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.athoc_client import RowStatus
+from shared.athoc import RowStatus
 from shared.bobo_csv import DutyEvent, Rejection, UnreadableFile, read_bobo_csv, rejects_csv
 from shared.decisions import PlannedUpdate, SourcedEvent, Watermark, plan_updates
+from shared.errors import ErrorKind
 from shared.logcontext import brief_error, log_run_summary, run_context
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
@@ -489,7 +490,7 @@ def _send(runtime: Runtime, updates: list[PlannedUpdate], works: list[FileWork],
         )
         work = by_file[update.source.file_name]
         _retry(work, reason)
-        if row.status is RowStatus.FAILED and row.kind and report.error_kind != "auth":
+        if row.status is RowStatus.FAILED and row.kind and report.error_kind != ErrorKind.AUTH:
             report.error_kind = row.kind
         work.unconfirmed[update.employee_id] = _unconfirmed(update)
         if reason not in failures:

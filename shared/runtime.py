@@ -36,7 +36,7 @@ class Runtime:
 
     @cached_property
     def athoc(self):  # type: ignore[no-untyped-def]
-        from shared.athoc_client import AtHocClient
+        from shared.athoc import AtHocClient
 
         return AtHocClient(self.settings.athoc)
 
