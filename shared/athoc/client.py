@@ -51,14 +51,11 @@ class ConnectionInfo:
 
 @dataclass(frozen=True)
 class AttributeCheck:
-    """Whether search can read an attribute; truthy when readable, `detail` says why not."""
+    """Whether search can read an attribute; `detail` says why (not)."""
 
     name: str
     readable: bool
     detail: str
-
-    def __bool__(self) -> bool:
-        return self.readable
 
 
 class AtHocClient:

@@ -8,8 +8,12 @@ retries are instant but deadlines hold. Test modules import the fixtures they us
 from __future__ import annotations
 
 import dataclasses
+import json
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -132,3 +136,36 @@ def statuses(report: SyncReport) -> list[RowStatus]:
 
 def sync_bodies(sim: AtHocSimulator) -> list[list[dict[str, Any]]]:
     return [r.body for r in sim.requests if r.kind == "sync"]
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A handler of a purpose-built loopback server: HTTP/1.1 keep-alive, no access log, JSON answers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def reply_json(self, payload: Any) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LoopbackServer:
+    """Serves `handler` on 127.0.0.1 (behind TLS when given a server context) in a daemon thread."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], *, tls: ssl.SSLContext | None = None) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -3,11 +3,8 @@ whatever Offset means, capped Limits, wrong or absent TotalUsers, and attribute 
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,6 +16,8 @@ from tests.integration.athoc_support import (
     COLLAR,
     DUTY,
     WHEN,
+    LoopbackServer,
+    QuietHandler,
 )
 from tools.athoc_sim import OMIT_LOGIN, AtHocSimulator
 
@@ -108,7 +107,7 @@ def test_criteria_unsupported_is_a_clear_error(
     assert caught.value.status == 400 and "'pr'" in str(caught.value)
 
 
-class _PagingServer:
+class _PagingServer(LoopbackServer):
     """A deliberately odd search server: TotalUsers wrong or absent, Offset as records or pages."""
 
     def __init__(self, logins: list[str], *, reported_total: int | None, offset_mode: str) -> None:
@@ -118,23 +117,10 @@ class _PagingServer:
         self.searches = 0
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, payload: Any) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._reply({"access_token": "paging-token", "expires_in": 3600})
+                self.reply_json({"access_token": "paging-token", "expires_in": 3600})
 
             def do_GET(self) -> None:
                 owner.searches += 1
@@ -145,16 +131,9 @@ class _PagingServer:
                 payload: dict[str, Any] = {"Users": page, "FetchedRecords": len(page)}
                 if owner.reported_total is not None:
                     payload["TotalUsers"] = owner.reported_total
-                self._reply(payload)
+                self.reply_json(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 @pytest.mark.parametrize("offset_mode", ["page", "record"])
@@ -271,9 +250,9 @@ def test_user_rows_without_login_are_skipped_and_counted_once(
 
 def test_attribute_readable(sim: AtHocSimulator, make_client: Callable[..., AtHocClient]) -> None:
     client = make_client(sim)
-    assert client.attribute_readable(DUTY)
+    assert client.attribute_readable(DUTY).readable
     missing = client.attribute_readable("No-Such-Field")
-    assert not missing
+    assert not missing.readable
     assert "No-Such-Field" in missing.detail
     search = [r for r in sim.requests if r.kind == "search"]
     assert search[0].query["Limit"] == "1"
@@ -286,10 +265,10 @@ def test_attribute_readable_when_the_server_ignores_unknown_fields(
     sim.configure(ignore_unknown_fields=True)
     client = make_client(sim)
     typo = client.attribute_readable("On-Duty-Typo")
-    assert not typo
+    assert not typo.readable
     assert "no such field in 1 rows: check the common name" in typo.detail
     assert "On-Duty-Typo" in typo.detail  # the Criteria probe's 400 names it
-    assert client.attribute_readable(DUTY)  # null values: the key is there
+    assert client.attribute_readable(DUTY).readable  # null values: the key is there
     assert sim.count("search") == 3  # the confirming Criteria search only for the missing key
 
 
@@ -299,6 +278,6 @@ def test_attribute_readable_when_the_server_leaves_out_empty_values(
     sim.configure(omit_null_fields=True)
     sim.add_user("erin", duty=WHEN)  # the only user with a value, listed after four without
     result = make_client(sim).attribute_readable(DUTY)
-    assert result and "leaves empty values out" in result.detail
+    assert result.readable and "leaves empty values out" in result.detail
     criteria = [r.query.get("Criteria") for r in sim.requests if r.kind == "search"]
     assert criteria == [None, f"{DUTY} pr"]

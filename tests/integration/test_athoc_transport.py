@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import json
 import logging
 import ssl
-import threading
 import warnings
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,6 +21,8 @@ from tests.integration.athoc_support import (
     COLLAR,
     WHEN,
     FakeTime,
+    LoopbackServer,
+    QuietHandler,
     statuses,
 )
 from tools.athoc_sim import AtHocSimulator
@@ -32,19 +30,14 @@ from tools.athoc_sim import AtHocSimulator
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clean_environment")]
 
 
-class _ForwardProxy:
+class _ForwardProxy(LoopbackServer):
     """A minimal HTTP forward proxy (absolute-URI requests), counting what passes through."""
 
     def __init__(self) -> None:
         self.forwarded: list[str] = []
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _forward(self) -> None:
                 target = urlsplit(self.path)
                 owner.forwarded.append(target.path)
@@ -67,14 +60,7 @@ class _ForwardProxy:
             do_GET = _forward
             do_POST = _forward
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def test_proxy_from_the_environment_is_used_and_no_proxy_honoured(
@@ -114,45 +100,24 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> _TLSFiles:
     return _TLSFiles(ca, authority.issue_cert("127.0.0.1"))
 
 
-class _TLSServer:
+class _TLSServer(LoopbackServer):
     """Token endpoint and a one-user search behind TLS signed by the test CA."""
 
     def __init__(self, files: _TLSFiles, *, maximum_version: ssl.TLSVersion | None = None) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, payload: Any) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._reply({"access_token": "tls-access-token", "expires_in": 3600, "token_type": "Bearer"})
+                self.reply_json({"access_token": "tls-access-token", "expires_in": 3600, "token_type": "Bearer"})
 
             def do_GET(self) -> None:
-                self._reply({"Users": [{"LOGIN_ID": "alice"}], "TotalUsers": 1, "FetchedRecords": 1})
+                self.reply_json({"Users": [{"LOGIN_ID": "alice"}], "TotalUsers": 1, "FetchedRecords": 1})
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         files.server.configure_cert(context)
         if maximum_version is not None:
             context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
             context.maximum_version = maximum_version
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, tls=context)
 
 
 @pytest.fixture
