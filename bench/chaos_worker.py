@@ -169,7 +169,7 @@ def instrument(runtime: Any, report: Emit, kill_point: KillPoint | None = None) 
 
     athoc.sync_duty_values = sync_duty_values
 
-    session = athoc._session
+    session = athoc._transport._session  # the one Session every AtHoc attempt goes through
     original_request = session.request
 
     def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:

@@ -8,11 +8,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import ExitCode
+from shared.errors import ErrorKind, ExitCode
 from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from shared.athoc_client import AtHocAuthError, AtHocClient, ConnectionInfo
+    from shared.athoc import AtHocAuthError, AtHocClient, ConnectionInfo
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,15 @@ def settings_failure_result(error: SettingsError) -> CheckReport:
     return CheckReport(checks)
 
 
-def run_checks(settings: Settings, *, athoc_client: AtHocClient | None = None) -> CheckReport:
-    """Every check, independent ones run even when another failed. `athoc_client` is for tests."""
+def run_checks(settings: Settings) -> CheckReport:
+    """Every check, independent ones run even when another failed."""
     checks = [Check(CHECK_SETTINGS, True, _settings_summary(settings))]
     storage_ok = _check_storage(settings, checks)
     if storage_ok:
         _check_layout(settings, checks)
     else:
         checks.append(Check(CHECK_LAYOUT, False, "skipped: storage unreachable"))
-    _check_athoc(settings, checks, athoc_client)
+    _check_athoc(settings, checks)
     return CheckReport(checks)
 
 
@@ -135,14 +135,14 @@ def _host(url: str) -> str:
     return f"{parts.netloc}{parts.path.rstrip('/')}"  # no query: a SAS would sit there
 
 
-def _check_athoc(settings: Settings, checks: list[Check], client: AtHocClient | None) -> None:
-    from shared.athoc_client import AtHocAuthError, AtHocClient, AtHocError
+def _check_athoc(settings: Settings, checks: list[Check]) -> None:
+    from shared.athoc import AtHocAuthError, AtHocClient, AtHocError
 
     athoc = settings.athoc
     # One retry at most and a short budget: `check` diagnoses, it does not wait out an outage.
     quick = dataclasses.replace(athoc, max_retries=min(athoc.max_retries, 1), call_budget_seconds=30.0)
     try:
-        client = client or AtHocClient(quick)
+        client = AtHocClient(quick)
         info = client.check_connection()
     except AtHocAuthError as error:
         checks.append(Check(CHECK_TOKEN, False, _fixed(str(error), _auth_fix(error))))
@@ -165,7 +165,7 @@ def _check_athoc(settings: Settings, checks: list[Check], client: AtHocClient | 
 
 
 def _auth_fix(error: AtHocAuthError) -> str:
-    if error.kind == "tls":
+    if error.kind is ErrorKind.TLS:
         return "set ATHOC_CA_BUNDLE to the CA that signed the AtHoc certificate, or correct ATHOC_SERVER_URL's host"
     if error.status == 403:
         return "give the service account the User Manager role in the organization"
@@ -191,7 +191,7 @@ def _connection_detail(info: ConnectionInfo) -> str:
 
 
 def _check_attribute(client: AtHocClient, check_name: str, attribute: str, setting: str) -> Check:
-    from shared.athoc_client import AtHocError
+    from shared.athoc import AtHocError
 
     try:
         result = client.attribute_readable(attribute)

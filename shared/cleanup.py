@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.athoc_client import LOGIN_FIELD, AtHocAuthError, AtHocError, RowResult, RowStatus
+from shared.athoc import LOGIN_FIELD, AtHocAuthError, AtHocError, RowResult, RowStatus
 from shared.decisions import row_failure_message
 from shared.errors import ErrorKind, ExitCode
 from shared.jobs import CLEANUP_COUNTS, JobEnd, JobRun, capped, start_job
@@ -301,7 +301,7 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
             lock.release()
         _hand_over_waiting_files(runtime)
     except AtHocError as error:
-        run.fail(f"AtHoc unreachable: {error}", kind=ErrorKind.parse(error.kind))
+        run.fail(f"AtHoc unreachable: {error}", kind=error.kind)
     except AzureError as error:
         run.fail(f"storage unreachable: {brief_error(error)}", ExitCode.STORAGE, ErrorKind.STORAGE)
     except Exception as error:  # the timer must never raise; the traceback goes to the log
@@ -348,7 +348,7 @@ def _find_and_clear(runtime: Runtime, run: _Run, clock: datetime, lock_lost: Any
 # The Criteria search is an optimisation: one retry at most, so a server that cannot do it is left quickly.
 CRITERIA_SEARCH_RETRIES = 1
 # Failures that reading every user would meet again: credentials, TLS, or no time left.
-_NO_FALLBACK_KINDS = frozenset({"auth", "tls", "budget"})
+_NO_FALLBACK_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.TLS, ErrorKind.BUDGET})
 
 
 def _users_with_duty(runtime: Runtime, run: _Run) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.athoc_client import RowResult, RowStatus
+from shared.athoc.rows import RowResult, RowStatus
 from shared.bobo_csv import Action, DutyEvent
 from shared.errors import ErrorKind, most_urgent
 
@@ -279,7 +279,7 @@ def outcome_of_rows(updates: Sequence[PlannedUpdate], rows: Sequence[RowResult])
         file_name = update.source.file_name
         outcome.retry_reasons.setdefault(file_name, reason)
         outcome.unconfirmed.setdefault(file_name, {})[update.employee_id] = unconfirmed_watermark(update)
-        kind = ErrorKind.parse(row.kind) if row.status is RowStatus.FAILED else ErrorKind.ROW
+        kind = row.kind if row.status is RowStatus.FAILED else ErrorKind.ROW
         outcome.error_kind = most_urgent(outcome.error_kind, kind)
         if reason not in outcome.failures:
             outcome.failures.append(reason)

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
 
-from shared.athoc_client import LOGIN_FIELD, AtHocError
+from shared.athoc import LOGIN_FIELD, AtHocError, field_value
 from shared.bobo_csv import normalise_employee_id
 from shared.errors import ErrorKind, ExitCode
 from shared.jobs import SYNC_COUNTS, JobEnd, JobRun, start_job
@@ -161,17 +161,6 @@ class MappingDiff:
     @property
     def changed(self) -> bool:
         return bool(self.upserts or self.deletes)
-
-
-def field_value(row: Mapping[str, Any], name: str) -> Any:
-    """A user row's value of `name`, matching the key case-insensitively (the server's casing is unverified)."""
-    if name in row:
-        return row[name]
-    folded = name.casefold()
-    for key, value in row.items():
-        if isinstance(key, str) and key.casefold() == folded:
-            return value
-    return None
 
 
 def collar_text(raw: Any) -> str:
@@ -367,7 +356,7 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
             failed,
             mappings_total=len(state.mapping_entries()),
             error=f"AtHoc unreachable or refused the user search: {error}; the mapping table was left unchanged",
-            error_kind=ErrorKind.parse(error.kind),
+            error_kind=error.kind,
         )
     athoc = mappings_from_users(users, settings.athoc.collar_field)
     conflict_ids = frozenset(c.employee_id for c in athoc.conflicts)

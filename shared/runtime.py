@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from shared.athoc_client import AtHocClient
+    from shared.athoc import AtHocClient
     from shared.state import StateStore
     from shared.storage import Storage
 
@@ -43,7 +43,7 @@ class Runtime:
 
     @cached_property
     def athoc(self) -> AtHocClient:
-        from shared.athoc_client import AtHocClient
+        from shared.athoc import AtHocClient
 
         return AtHocClient(self.settings.athoc)
 

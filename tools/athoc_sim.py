@@ -314,6 +314,7 @@ class AtHocSimulator:
         self._faults: list[_Fault] = []
         self._access_tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._refresh_tokens: dict[str, tuple[str, float]] = {}  # token -> (scope, monotonic expiry)
+        self._issued: list[str] = []  # every access and refresh token ever issued (tests look for leaks)
         self._log: list[RecordedRequest] = []
         self._counts: Counter[str] = Counter()
         self._connections: set[socket.socket] = set()
@@ -567,6 +568,12 @@ class AtHocSimulator:
             self._access_tokens.clear()
             self._refresh_tokens.clear()
 
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token issued so far, revoked or not, in issue order."""
+        with self._lock:
+            return list(self._issued)
+
     def expire_tokens(self) -> None:
         """Every access token issued so far expires now (refresh tokens stay valid)."""
         with self._lock:
@@ -635,9 +642,11 @@ class AtHocSimulator:
         }
         with self._lock:
             self._access_tokens[access] = now + self.expires_in
+            self._issued.append(access)
             if with_refresh:
                 refresh = secrets.token_urlsafe(32)
                 self._refresh_tokens[refresh] = (scope, now + REFRESH_TOKEN_LIFETIME)
+                self._issued.append(refresh)
                 answer["refresh_token"] = refresh
         return answer
 

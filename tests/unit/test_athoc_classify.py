@@ -1,4 +1,4 @@
-"""Classification of SyncByCommonNames row results (contract section 2), table-driven.
+"""Classification of SyncByCommonNames row results (contract section 2, shared.athoc.rows), table-driven.
 
 A wrong NOT_FOUND or DENIED silently loses an update (the file is confirmed, nobody retries it), so
 every text whose subject is not clearly the user must stay an ERROR.
@@ -7,8 +7,11 @@ every text whose subject is not clearly the user must stay an ERROR.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from shared.athoc_client import RowStatus, classify_row
+from shared.athoc import RowResult, RowStatus, SyncReport, classify_row
+from shared.errors import ErrorKind
 
 LOGIN = "x@y.example"
 DUTY = "On-Duty-DTG"
@@ -141,3 +144,89 @@ def test_the_configured_duty_field_vetoes_whatever_its_name() -> None:
     assert classify_row(row, sent_login=LOGIN)[0] == RowStatus.DENIED
     assert classify_row(row, sent_login=LOGIN, duty_field="Duty-Slot")[0] == RowStatus.ERROR
     assert classify_row(row, sent_login=LOGIN, duty_field="duty-slot")[0] == RowStatus.ERROR  # any case
+
+
+# ---------------------------------------------------------------- more texts, and the report
+
+
+def row(status: str | None, details: str | None, login: str = "john.doe@force.example") -> dict[str, object]:
+    result: dict[str, object] = {"LOGIN_ID": login, "On-Duty-DTG": "17/06/2024 14:30:00", "USER_ID": None}
+    if status is not None:
+        result[":SyncStatus"] = status
+    if details is not None:
+        result[":SyncDetails"] = details
+    return result
+
+
+@pytest.mark.parametrize(
+    ("status", "details", "expected"),
+    [
+        ("OK", "Updated", RowStatus.UPDATED),
+        ("ok", "", RowStatus.UPDATED),
+        ("Ok", None, RowStatus.UPDATED),
+        ("Error", "User: john.doe@force.example does not exists in the Organization", RowStatus.NOT_FOUND),
+        ("Error", "User does not exist", RowStatus.NOT_FOUND),
+        ("Error", "user not found", RowStatus.NOT_FOUND),
+        ("Error", "Unknown user 'x'", RowStatus.NOT_FOUND),
+        ("error", "No such user", RowStatus.NOT_FOUND),
+        (
+            "Error",
+            "Access denied: the operator does not have permission to update user john.doe@force.example",
+            RowStatus.DENIED,
+        ),
+        ("Error", "Operator is not authorized to modify this user", RowStatus.DENIED),
+        ("Error", "Forbidden", RowStatus.DENIED),
+        ("Error", "You do not have permission", RowStatus.DENIED),
+        ("Error", "Attribute 'On-Duty-DTG' does not exist", RowStatus.ERROR),
+        ("Error", "Invalid value '31/02/2024' for attribute 'On-Duty-DTG'", RowStatus.ERROR),
+        ("Error", "User attribute 'X' not found", RowStatus.ERROR),  # about an attribute, not the user
+        ("Error", "Permission denied on field 'On-Duty-DTG'", RowStatus.ERROR),
+        ("Error", "", RowStatus.ERROR),
+        ("Error", "Timeout while saving", RowStatus.ERROR),
+        ("Partial", "User does not exist", RowStatus.ERROR),
+        ("Partial", "Attribute 'X' does not exist", RowStatus.ERROR),
+        ("Skipped", "Access denied", RowStatus.DENIED),  # any status but OK and Partial reads like Error
+        (None, "Updated", RowStatus.ERROR),
+        ("", "", RowStatus.ERROR),
+    ],
+)
+def test_classify_row(status: str | None, details: str | None, expected: RowStatus) -> None:
+    got, detail = classify_row(row(status, details))
+    assert got == expected
+    if expected == RowStatus.ERROR and details:
+        assert details in detail  # the server's text is kept for the operator
+
+
+def test_classify_row_ignores_words_inside_the_login() -> None:
+    login = "field.attribute.user@force.example"
+    assert classify_row(row("Error", f"User: {login} does not exists in the Organization", login))[0] == (
+        RowStatus.NOT_FOUND
+    )
+    assert classify_row(row("Error", "Attribute 'user-type' does not exist", login))[0] == RowStatus.ERROR
+
+
+def test_classify_row_reads_keys_case_insensitively() -> None:
+    assert classify_row({"LOGIN_ID": "a", ":syncstatus": "OK", ":syncdetails": "Updated"})[0] == RowStatus.UPDATED
+
+
+@given(st.dictionaries(st.text(max_size=12), st.one_of(st.none(), st.text(max_size=40), st.integers())))
+def test_classify_row_never_raises_and_only_ok_is_updated(candidate: dict[str, object]) -> None:
+    status, detail = classify_row(candidate)
+    assert isinstance(detail, str)
+    raw = next((v for k, v in candidate.items() if k.casefold() == ":syncstatus"), None)
+    if status == RowStatus.UPDATED:
+        assert str(raw).strip().casefold() == "ok"
+
+
+def test_by_status_counts_every_status() -> None:
+    report = SyncReport(
+        rows=[
+            RowResult("a", "x", RowStatus.UPDATED, "Updated"),
+            RowResult("b", "", RowStatus.UPDATED, "Updated"),
+            RowResult("c", "x", RowStatus.FAILED, "503", transient=True, kind=ErrorKind.SERVER),
+        ],
+        requests=1,
+    )
+    counts = report.by_status()
+    assert counts[RowStatus.UPDATED] == 2 and counts[RowStatus.FAILED] == 1
+    assert counts[RowStatus.MISSING] == 0 and set(counts) == set(RowStatus)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.athoc_client import RowResult, RowStatus
+from shared.athoc import RowResult, RowStatus
 from shared.bobo_csv import Action, DutyEvent
 from shared.decisions import PlannedUpdate, SourcedEvent, Watermark, outcome_of_rows, row_failure_message
 from shared.errors import ErrorKind, most_urgent
@@ -22,8 +22,8 @@ def update(employee: str, file_name: str, minutes: int = 0) -> PlannedUpdate:
     )
 
 
-def row(u: PlannedUpdate, status: RowStatus, detail: str = "", kind: str = "") -> RowResult:
-    return RowResult(u.login, u.value, status, detail, kind=kind)  # type: ignore[arg-type]
+def row(u: PlannedUpdate, status: RowStatus, detail: str = "", kind: ErrorKind | None = None) -> RowResult:
+    return RowResult(u.login, u.value, status, detail, kind=kind)
 
 
 def test_settled_rows_become_watermarks_and_counts() -> None:
@@ -47,8 +47,8 @@ def test_unsettled_rows_keep_their_file_waiting_with_unconfirmed_watermarks() ->
         [a, b, c],
         [
             row(a, RowStatus.ERROR, "bad value"),
-            row(b, RowStatus.FAILED, "503 after retries", "server"),
-            row(c, RowStatus.FAILED, "503 after retries", "server"),
+            row(b, RowStatus.FAILED, "503 after retries", ErrorKind.SERVER),
+            row(c, RowStatus.FAILED, "503 after retries", ErrorKind.SERVER),
         ],
     )
     assert outcome.settled == {}
@@ -70,7 +70,12 @@ def test_an_auth_failure_outranks_other_kinds_and_unknown_logins_are_ignored() -
     a, b = update("1", "a.csv"), update("2", "a.csv", 1)
     stray = RowResult("someone@else", "", RowStatus.UPDATED, "")
     outcome = outcome_of_rows(
-        [a, b], [stray, row(a, RowStatus.FAILED, "timed out", "network"), row(b, RowStatus.FAILED, "401", "auth")]
+        [a, b],
+        [
+            stray,
+            row(a, RowStatus.FAILED, "timed out", ErrorKind.NETWORK),
+            row(b, RowStatus.FAILED, "401", ErrorKind.AUTH),
+        ],
     )
     assert outcome.error_kind is ErrorKind.AUTH
     assert outcome.answered == 0 and outcome.updated_logins == set()
