@@ -34,9 +34,16 @@ from tests.infra.bicep_model import (
 
 PROCESSOR = ROOT / "infra" / "app" / "processor.bicep"
 RBAC = ROOT / "infra" / "app" / "rbac.bicep"
-# The code that runs in the function app. shared/uploader* runs on the BOBO server, with its own settings.
-APP_CODE = [ROOT / "function_app.py", *sorted((ROOT / "functions").rglob("*.py"))] + [
-    path for path in sorted((ROOT / "shared").rglob("*.py")) if not path.name.startswith("uploader")
+# The code that runs in the function app. shared/uploader* (a module or a package) runs on the BOBO
+# server, with settings of its own (BOBO_UPLOAD_*) that the function app never reads.
+APP_CODE = [
+    ROOT / "function_app.py",
+    *sorted((ROOT / "functions").rglob("*.py")),
+    *(
+        path
+        for path in sorted((ROOT / "shared").rglob("*.py"))
+        if not path.relative_to(ROOT / "shared").parts[0].startswith("uploader")
+    ),
 ]
 SETTING_NAME = re.compile(r"^(?:ATHOC|BOBO)_[A-Z0-9_]+$|^LOG_LEVEL$")
 BINDING_EXPRESSION = re.compile(r"%([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)%")  # %BOBO_X%, not strftime's %H%

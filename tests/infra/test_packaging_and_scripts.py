@@ -110,3 +110,9 @@ def test_shellcheck_can_fail(tmp_path: Path) -> None:
         broken.unlink()
     assert result.returncode != 0
     assert "SC2045" in result.stdout or "SC2086" in result.stdout
+
+
+def test_the_workflow_runs_the_checks_that_need_bicep_or_azure() -> None:
+    workflow = (ROOT / ".github" / "workflows" / "infra.yml").read_text(encoding="utf-8")
+    for command in ("az bicep build", "az bicep lint", "az deployment sub validate", "azd provision --preview"):
+        assert command in workflow, f"the infra workflow no longer runs {command}"
