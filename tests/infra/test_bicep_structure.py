@@ -31,6 +31,7 @@ from tests.infra.bicep_model import (
     parse_text,
     walk,
 )
+from tests.unit.test_infra_consistency import ROLES  # role definition id -> built-in role name
 
 PROCESSOR = ROOT / "infra" / "app" / "processor.bicep"
 RBAC = ROOT / "infra" / "app" / "rbac.bicep"
@@ -135,16 +136,6 @@ def module_problems(file: BicepFile, load: Callable[[Path], BicepFile] = BicepFi
 
 # --- roles -----------------------------------------------------------------------------------------------
 
-ROLE_IDS = {
-    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
-    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
-    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
-    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
-    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
-    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
-    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
-}
-
 
 @dataclass(frozen=True)
 class Grant:
@@ -226,9 +217,8 @@ def granted(rbac: BicepFile) -> set[Grant]:
         body = rbac.resource_config(name)
         scope_type, scope_name = scope_parameter(rbac, body["scope"])
         definition = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
-        by_id = {role_id: role for role, role_id in ROLE_IDS.items()}
         for role_id in role_ids_of(rbac, definition, loop):
-            role = by_id.get(role_id, role_id)
+            role = ROLES.get(role_id, role_id)
             grants.add(Grant(body["properties"]["principalId"], role, scope_type, scope_name))
     return grants
 
