@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class FakeAz:
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C tests signal the hook's whole process group: finish this call rather than leave half a record.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     scenario = json.loads(Path(os.environ["FAKE_AZ_SCENARIO"]).read_text(encoding="utf-8"))
     state_path = Path(os.environ["FAKE_AZ_STATE"])
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
@@ -92,7 +95,9 @@ def main(argv: list[str]) -> int:
     with open(os.environ["FAKE_AZ_LOG"], "a", encoding="utf-8") as log:
         log.write(json.dumps(record) + "\n")
     code, out, err = FakeAz(scenario, state).run(argv)
-    state_path.write_text(json.dumps(state), encoding="utf-8")
+    partial = state_path.with_suffix(".partial")
+    partial.write_text(json.dumps(state), encoding="utf-8")
+    partial.replace(state_path)
     sys.stdout.write(out)
     sys.stderr.write(err + ("\n" if err else ""))
     return code

@@ -127,7 +127,9 @@ class HookBench:
     def calls(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
+        # Only whole lines: a call may be writing its record while a test polls.
+        *complete, _unfinished = self.log.read_text(encoding="utf-8").split("\n")
+        return [json.loads(line) for line in complete]
 
     def state(self) -> dict[str, Any]:
         return json.loads(self.state_file.read_text(encoding="utf-8")) if self.state_file.exists() else {}
