@@ -2,8 +2,8 @@
 # The same steps as common.sh; see there for the reasons. Never run by this project's tests: no registry
 # it can reach ships pwsh (docs/deployment.md, What is checked where).
 #
-# Every az call names the azd environment's subscription (az and azd keep separate logins); az rest has
-# no --subscription option, so it gets full resource URLs under /subscriptions/$AZURE_SUBSCRIPTION_ID.
+# Every az call names the azd environment's subscription (az and azd keep separate logins); az rest takes
+# its target from the URL alone, so it gets full resource URLs under /subscriptions/$AZURE_SUBSCRIPTION_ID.
 $ErrorActionPreference = 'Stop'
 
 $SubscriptionName = 'bobo-incoming-to-ingest-csv'

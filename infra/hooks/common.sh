@@ -2,7 +2,7 @@
 # Shared by the azd hooks postprovision.sh and postdeploy.sh (POSIX sh; sourced, never run on its own).
 #
 # Every az call names the azd environment's subscription: az and azd keep separate logins, and az's own
-# default subscription may be another one. `az rest` has no --subscription option, so it gets full
+# default subscription may be another one. `az rest` takes its target from the URL alone, so it gets full
 # resource URLs under /subscriptions/$AZURE_SUBSCRIPTION_ID instead.
 #
 # Poll counts and intervals can be lowered through the environment (the offline tests in tests/infra use

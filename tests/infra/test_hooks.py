@@ -147,7 +147,7 @@ def assert_every_call_names_the_subscription(run: HookRun) -> None:
     assert run.calls, "the hook called az not once"
     for call in run.calls:
         argv = call["argv"]
-        if argv[0] == "rest":  # az rest has no --subscription: the URL carries it
+        if argv[0] == "rest":  # az rest takes its target from the URL alone
             assert _url(call).startswith(URL_PREFIX), argv
         else:
             assert _option(argv, "--subscription") == SUBSCRIPTION, argv
