@@ -1,7 +1,7 @@
 // BOBO Sync for Azure: everything `azd up` creates.
 //
 // Plain resource declarations with explicit API versions (no registry modules), so the templates can be
-// reviewed by reading. What has and has not been verified: README.md, Deployment.
+// reviewed by reading. What is and is not checked: docs/deployment.md, What is checked where.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -41,7 +41,7 @@ param athocClientId string
 param athocUsername string
 
 @secure()
-@description('Optional. AtHoc API client secret, written to Key Vault when given. Leave empty and set it with az keyvault secret set after deployment (README.md, Deployment) to keep it out of every file.')
+@description('Optional. AtHoc API client secret, written to Key Vault when given. Leave empty and set it with az keyvault secret set after deployment (docs/deployment.md) to keep it out of every file.')
 param athocClientSecret string = ''
 
 @secure()
@@ -82,7 +82,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Key Vault purge protection. Recommended for production; then azd down --purge cannot purge the vault (README.md, Deployment).')
+@description('Key Vault purge protection. Recommended for production; then azd down --purge cannot purge the vault (docs/deployment.md).')
 param keyVaultPurgeProtection bool = false
 
 // BOBO exporter access
@@ -265,8 +265,9 @@ module processor 'app/processor.bicep' = {
   ]
 }
 
-// System topic on the data account. The subscription to ingest_csv is created by infra/hooks/postdeploy.*:
-// its webhook URL needs the blobs_extension key, which exists only once the code is deployed.
+// System topic on the data account. The subscription to ingest_csv is written by infra/hooks/postdeploy.* and
+// kept in step with the settings by postprovision.*: its webhook URL needs the blobs_extension key, which
+// exists only once the code is deployed.
 module eventGrid 'app/eventgrid.bicep' = {
   name: 'eventGrid'
   scope: rg

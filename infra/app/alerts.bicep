@@ -1,6 +1,6 @@
 // Email alerts: an action group and five log search alert rules on Application Insights.
 //
-// The queries read the app's log lines (README.md, Deployment > Alerts): the run summary at INFO with
+// The queries read the app's log lines (docs/deployment.md, Alerts): the run summary at INFO with
 // job_kind / outcome / counts, "file failed: ..." at ERROR, AtHoc authentication failures with
 // error_kind=auth. Each field is read from customDimensions first and, failing that, from a
 // `key=value` pair in the message text, so the rules work whether or not the worker forwards
@@ -143,7 +143,7 @@ var rules = [
   {
     name: 'athoc-auth-failures'
     displayName: 'BOBO: AtHoc authentication failures'
-    description: 'AtHoc refused the API credentials. Check the client secret and password in Key Vault (rotation: README.md, Deployment).'
+    description: 'AtHoc refused the API credentials. Check the client secret and password in Key Vault (rotation: docs/deployment.md).'
     severity: 1
     evaluationFrequency: 'PT15M'
     windowSize: 'PT15M'

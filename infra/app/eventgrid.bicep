@@ -1,6 +1,6 @@
 // Event Grid system topic for the BOBO data storage account. Its one subscription (BlobCreated in the
-// incoming container -> the ingest_csv blob extension webhook) is created by infra/hooks/postdeploy.*,
-// because the webhook URL carries a key that exists only after the code is deployed.
+// incoming container -> the ingest_csv blob extension webhook) is written by infra/hooks/postdeploy.* and
+// postprovision.*, because the webhook URL carries a key that exists only after the code is deployed.
 @description('System topic name.')
 param name string
 

@@ -90,8 +90,9 @@ resource appOnHostStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 ]
 
+// With one account for both, the host loop above already covers it (an empty loop creates nothing).
 resource appOnDataStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
-  for roleId in storageRolesForApp: if (separateData) {
+  for roleId in (separateData ? storageRolesForApp : []): {
     name: guid(dataStorage.id, identityPrincipalId, roleId)
     scope: dataStorage
     properties: {
