@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -28,22 +28,36 @@ if TYPE_CHECKING:
 
 
 # The counts each job reports (JSON, run log, summary line, status report); named once, read everywhere.
-PROCESS_COUNTS = (
-    "files_seen",
-    "files_processed",
-    "files_failed",
-    "files_retry",
-    "rows_read",
-    "rows_rejected",
-    "updates_sent",
-    "users_updated",
-    "users_not_found",
-    "users_denied",
-    "unmapped_employees",
-    "stale_events",
-    "batches",
-    "athoc_requests",
-)
+
+
+@dataclass
+class ProcessDayCounts:
+    """The counts of a process run that the status report also sums per day (the field order is the JSON's)."""
+
+    files_processed: int = 0
+    files_failed: int = 0
+    files_retry: int = 0
+    rows_read: int = 0
+    rows_rejected: int = 0
+    updates_sent: int = 0
+    users_updated: int = 0
+    users_not_found: int = 0
+    users_denied: int = 0
+    unmapped_employees: int = 0
+
+
+@dataclass
+class ProcessCounts(ProcessDayCounts):
+    """Every count of a process run: the day's counts and the run's own bookkeeping."""
+
+    files_seen: int = 0
+    stale_events: int = 0
+    batches: int = 0
+    athoc_requests: int = 0
+
+
+PROCESS_DAY_COUNTS = tuple(f.name for f in fields(ProcessDayCounts))
+PROCESS_COUNTS = tuple(f.name for f in fields(ProcessCounts))
 SYNC_COUNTS = ("users_fetched", "users_without_collar", "mappings_total", "added", "updated", "removed", "conflicts")
 CLEANUP_COUNTS = ("users_checked", "stale_found", "cleared", "unparsable", "users_not_found", "users_denied")
 

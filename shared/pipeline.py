@@ -37,7 +37,7 @@ from shared.decisions import (
     unconfirmed_watermark,
 )
 from shared.errors import ErrorKind, ExitCode, most_urgent
-from shared.jobs import PROCESS_COUNTS, JobEnd, JobRun, capped, start_job
+from shared.jobs import PROCESS_COUNTS, JobEnd, JobRun, ProcessCounts, capped, start_job
 from shared.logcontext import brief_error
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, Outcome, utcnow
@@ -80,23 +80,9 @@ class FileWork:
 
 
 @dataclass
-class ProcessReport:
+class ProcessReport(ProcessCounts):
     """The `process` command's JSON (docs/design.md#command-line), summed over the batches of a drain."""
 
-    files_seen: int = 0
-    files_processed: int = 0
-    files_failed: int = 0
-    files_retry: int = 0
-    rows_read: int = 0
-    rows_rejected: int = 0
-    updates_sent: int = 0
-    users_updated: int = 0
-    users_not_found: int = 0
-    users_denied: int = 0
-    unmapped_employees: int = 0
-    stale_events: int = 0
-    batches: int = 0
-    athoc_requests: int = 0
     errors: list[str] = field(default_factory=list)
     # Logins AtHoc confirmed as updated: users_updated counts distinct users over all batches of a drain.
     updated_logins: set[str] = field(default_factory=set)

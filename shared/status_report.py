@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from shared import SERVICE_NAME, __version__
+from shared.jobs import PROCESS_DAY_COUNTS, ProcessDayCounts
 from shared.state import FileRecord, JobKind, JobStatus, Outcome, RunRecord, utcnow
 from shared.storage import probe_storage
 
@@ -68,21 +69,11 @@ class LastRun:
         }
 
 
-@dataclass(frozen=True)
-class DayTotals:
-    """Counts summed over the last 24 hours of process runs (the run log's keys, see pipeline.ProcessReport),
-    and how many runs of any job there were. The field order is the JSON's."""
+@dataclass  # not frozen: it extends the (mutable) process counts, so the two lists of names are one
+class DayTotals(ProcessDayCounts):
+    """Counts summed over the last 24 hours of process runs, and how many runs of any job there were.
+    The field order is the JSON's."""
 
-    files_processed: int = 0
-    files_failed: int = 0
-    files_retry: int = 0
-    rows_read: int = 0
-    rows_rejected: int = 0
-    updates_sent: int = 0
-    users_updated: int = 0
-    users_not_found: int = 0
-    users_denied: int = 0
-    unmapped_employees: int = 0
     runs: int = 0
     runs_failed: int = 0
 
@@ -108,7 +99,7 @@ class HourBucket:
 
 
 # The run log's counts that DayTotals and HourBucket sum, read off their fields so the lists cannot drift apart.
-DAY_COUNTS = tuple(f.name for f in dataclasses.fields(DayTotals) if f.name not in {"runs", "runs_failed"})
+DAY_COUNTS = PROCESS_DAY_COUNTS
 HOUR_COUNTS = tuple(f.name for f in dataclasses.fields(HourBucket) if f.name not in {"hour", "label"})
 
 
