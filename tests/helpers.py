@@ -1,20 +1,118 @@
-"""Test helpers shared by integration tests: seeding AtHoc users and mappings, uploading files, reading outcomes."""
+"""What the tests share: the fixtures (a real Azurite for the session, a real AtHoc simulator per test, isolated
+settings and runtimes), and helpers for seeding AtHoc users and mappings, uploading files and reading outcomes."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state import JobKind, MappingEntry, Outcome
+from tools.athoc_sim import AtHocSimulator
+from tools.azurite import Azurite, start_azurite
 
 ROOT = Path(__file__).resolve().parent.parent
+
+SIM_CREDENTIALS = {
+    "ATHOC_ORG_CODE": "DEMO",
+    "ATHOC_CLIENT_ID": "bobo-sync",
+    "ATHOC_CLIENT_SECRET": "sim-client-secret",
+    "ATHOC_USERNAME": "svc-bobo",
+    "ATHOC_PASSWORD": "sim-password",
+}
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    instance = start_azurite()
+    try:
+        yield instance
+    finally:
+        instance.cleanup()
+
+
+@pytest.fixture
+def athoc_sim() -> Iterator[AtHocSimulator]:
+    sim = AtHocSimulator().start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def make_env(connection_string: str, athoc_url: str, **overrides: str) -> dict[str, str]:
+    """A complete, isolated environment: unique containers and table prefix per call."""
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        "ATHOC_SERVER_URL": athoc_url,
+        **SIM_CREDENTIALS,
+        "BOBO_STORAGE": connection_string,
+        "BOBO_INCOMING_CONTAINER": f"in-{tag}",
+        "BOBO_PROCESSED_CONTAINER": f"done-{tag}",
+        "BOBO_FAILED_CONTAINER": f"failed-{tag}",
+        "BOBO_REJECTS_CONTAINER": f"rejects-{tag}",
+        "BOBO_TABLE_PREFIX": f"t{tag}",
+        "BOBO_BATCH_WINDOW_SECONDS": "0",
+        "ATHOC_CALL_BUDGET_SECONDS": "20",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def make_settings(azurite: Azurite, athoc_sim: Any) -> Callable[..., Settings]:
+    def build(**overrides: str) -> Settings:
+        return Settings.from_env(make_env(azurite.connection_string, athoc_sim.url, **overrides))
+
+    return build
+
+
+@pytest.fixture
+def make_test_env(azurite: Azurite, athoc_sim: Any) -> Callable[..., dict[str, str]]:
+    """The environment of an isolated deployment, for handler tests and worker processes."""
+
+    def build(**overrides: str) -> dict[str, str]:
+        return make_env(azurite.connection_string, athoc_sim.url, **overrides)
+
+    return build
+
+
+@pytest.fixture
+def make_runtime(make_settings: Callable[..., Settings]) -> Callable[..., Runtime]:
+    def build(**overrides: str) -> Runtime:
+        runtime = Runtime(make_settings(**overrides))
+        runtime.ensure_ready()
+        return runtime
+
+    return build
+
+
+@pytest.fixture
+def sim_factory(azurite: Azurite) -> Iterator[Callable[..., tuple[AtHocSimulator, Runtime]]]:
+    """Simulators configured differently from the default fixture, each with its own isolated runtime:
+    `sim_factory(SimulatorClass, env={...settings...}, **simulator_options)`."""
+    started: list[AtHocSimulator] = []
+
+    def build(cls: type[AtHocSimulator] = AtHocSimulator, **sim_options: Any) -> tuple[AtHocSimulator, Runtime]:
+        overrides = sim_options.pop("env", {})
+        sim = cls(**sim_options).start()
+        started.append(sim)
+        runtime = Runtime(Settings.from_env(make_env(azurite.connection_string, sim.url, **overrides)))
+        runtime.ensure_ready()
+        return sim, runtime
+
+    yield build
+    for sim in started:
+        sim.stop()
 
 
 def login_of(employee: str) -> str:

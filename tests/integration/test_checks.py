@@ -11,7 +11,7 @@ import pytest
 
 from shared.checks import ALL_CHECKS, CheckReport, run_checks
 from shared.cli import main
-from tests.conftest import make_env
+from tests.helpers import make_env
 
 
 def by_name(report: CheckReport) -> dict[str, Any]:

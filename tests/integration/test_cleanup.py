@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +16,6 @@ from shared.cleanup import CleanupResult, run_cleanup
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state import FileRecord, FileState, JobKind, RunRecord, utcnow
-from tests.conftest import make_env
 from tools.athoc_sim import AtHocSimulator
 
 LONDON = ZoneInfo("Europe/London")
@@ -161,18 +159,8 @@ def test_denied_and_vanished_users_are_counted_not_failures(runtime, athoc_sim) 
 
 
 @pytest.fixture
-def no_presence_sim(azurite) -> Iterator[tuple[AtHocSimulator, Runtime]]:
-    sim = AtHocSimulator(supports_presence=False).start()
-    try:
-        runtime = Runtime(
-            Settings.from_env(
-                make_env(azurite.connection_string, sim.url, BOBO_TIMEZONE="Europe/London", ATHOC_PAGE_SIZE="2")
-            )
-        )
-        runtime.ensure_ready()
-        yield sim, runtime
-    finally:
-        sim.stop()
+def no_presence_sim(sim_factory) -> tuple[AtHocSimulator, Runtime]:
+    return sim_factory(supports_presence=False, env={"BOBO_TIMEZONE": "Europe/London", "ATHOC_PAGE_SIZE": "2"})
 
 
 def test_a_server_without_pr_is_read_in_full_and_filtered_here(no_presence_sim) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,7 +15,6 @@ from shared.mapping_sync import MappingSyncResult, run_mapping_sync
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state import JobKind, MappingEntry, Outcome
-from tests.conftest import make_env
 from tools.athoc_sim import AtHocSimulator
 
 LONDON = ZoneInfo("Europe/London")
@@ -137,24 +135,6 @@ class LosesSecondPage(AtHocSimulator):
         if int(query.get("offset", "0")) >= 1:
             raise RuntimeError("page lost")  # the simulator answers 500
         return super()._search(query)
-
-
-@pytest.fixture
-def sim_factory(azurite) -> Iterator[Callable[..., tuple[AtHocSimulator, Runtime]]]:
-    """Simulators configured differently from the default fixture, each with its own isolated runtime."""
-    started: list[AtHocSimulator] = []
-
-    def build(cls: type[AtHocSimulator] = AtHocSimulator, **sim_options: Any) -> tuple[AtHocSimulator, Runtime]:
-        overrides = sim_options.pop("env", {})
-        sim = cls(**sim_options).start()
-        started.append(sim)
-        runtime = Runtime(Settings.from_env(make_env(azurite.connection_string, sim.url, **overrides)))
-        runtime.ensure_ready()
-        return sim, runtime
-
-    yield build
-    for sim in started:
-        sim.stop()
 
 
 def test_an_error_part_way_through_paging_leaves_the_table(sim_factory) -> None:

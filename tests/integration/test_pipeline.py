@@ -342,6 +342,7 @@ def test_ten_concurrent_trigger_invocations_make_one_batch(make_test_env, athoc_
     assert len(batches) == 1
 
 
+@pytest.mark.slow
 def test_ten_invocations_from_separate_processes_make_one_batch(make_test_env, athoc_sim) -> None:
     env = make_test_env(BOBO_BATCH_WINDOW_SECONDS="2")
     runtime = Runtime(Settings.from_env(env))

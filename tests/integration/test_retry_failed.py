@@ -12,8 +12,7 @@ from shared.pipeline import drain
 from shared.retry_failed import retry_failed
 from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, utcnow
-from tests.conftest import make_env
-from tests.helpers import bon, csv_of, login_of, read_blob, seed_users, upload, where
+from tests.helpers import bon, csv_of, login_of, make_env, read_blob, seed_users, upload, where
 
 
 def fail_file(runtime: Runtime, name: str, body: bytes, *, stored_as: str | None = None, attempts: int = 5) -> None:

@@ -20,8 +20,7 @@ from shared.runtime import Runtime
 from shared.state import FileRecord, FileState, JobKind, MappingEntry, Outcome, RunRecord, utcnow
 from shared.status_page import text_lines
 from shared.status_report import Health, build_status
-from tests.conftest import make_env
-from tests.helpers import bon, csv_of, seed_users, upload
+from tests.helpers import bon, csv_of, make_env, seed_users, upload
 
 LONDON = ZoneInfo("Europe/London")
 AUTH_ERROR = (
