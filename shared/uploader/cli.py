@@ -85,6 +85,8 @@ def _folders(folder: Path, archive: Path | None) -> tuple[Path, Path]:
     if not folder.is_dir():
         raise Stop(f"--folder {folder} is not a folder", EXIT_SETTINGS)
     archive_folder = archive if archive is not None else folder / "uploaded"
+    if archive_folder.resolve() == folder.resolve():
+        raise Stop("--archive must be another folder than --folder (archived files would be sent again)", EXIT_SETTINGS)
     try:
         archive_folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -124,8 +124,18 @@ def archive(path: Path, archive_folder: Path, now: datetime) -> Path:
             _move_no_overwrite(path, target)
             return target
         except FileExistsError:
+            if _same_file(path, target):  # a move cut short between its link and its unlink (POSIX)
+                os.unlink(path)
+                return target
             continue
     raise FileExistsError(f"no free name for {path.name} in {archive_folder}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _move_no_overwrite(source: Path, target: Path) -> None:

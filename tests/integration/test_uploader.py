@@ -427,11 +427,14 @@ def test_a_refused_credential_stops_the_pass_with_a_one_line_cause_and_no_secret
 
 
 def test_bad_settings_and_a_missing_folder_exit_non_zero_naming_the_cause(tmp_path: Path) -> None:
-    missing = run_uploader({"BOBO_UPLOAD_URL": "https://a.blob.core.windows.net/in-x"}, tmp_path / "nope")
+    url = {"BOBO_UPLOAD_URL": "https://a.blob.core.windows.net/in-x"}
+    missing = run_uploader(url, tmp_path / "nope")
     assert missing.code == 2 and "is not a folder" in missing.stderr.strip().splitlines()[-1]
     bad = run_uploader({"BOBO_UPLOAD_URL": "https://a.blob.core.windows.net/in-x", "BOBO_UPLOAD_SETTLE_SECONDS": "x"},
                        tmp_path)  # fmt: skip
     assert bad.code == 2 and "BOBO_UPLOAD_SETTLE_SECONDS" in bad.stderr.strip().splitlines()[-1]
+    same = run_uploader(url, tmp_path, "--archive", str(tmp_path))
+    assert same.code == 2 and "--archive" in same.stderr.strip().splitlines()[-1]
 
 
 def _imported_modules(stderr: str) -> set[str]:

@@ -160,6 +160,19 @@ def test_archive_never_replaces_a_file_and_suffixes_the_clash(tmp_path: Path) ->
     assert not (folder / "a.csv").exists()
 
 
+@pytest.mark.skipif(os.name == "nt", reason="the link-then-unlink move is the POSIX path")
+def test_a_move_cut_short_after_its_link_is_finished_not_archived_twice(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("once", encoding="utf-8")
+    store = tmp_path / "archive"
+    store.mkdir()
+    os.link(tmp_path / "a.csv", store / "a.csv")  # the crash came before the unlink
+
+    target = archive(tmp_path / "a.csv", store, datetime(2026, 1, 2, tzinfo=UTC))
+
+    assert target == store / "a.csv" and sorted(p.name for p in store.iterdir()) == ["a.csv"]
+    assert not (tmp_path / "a.csv").exists()
+
+
 def test_one_pass_at_a_time_per_archive_folder(tmp_path: Path) -> None:
     with pass_lock(tmp_path) as first, pass_lock(tmp_path) as second:
         assert (first, second) == (True, False)
