@@ -10,6 +10,7 @@ without being sent.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,14 @@ def _lazy(connect: Callable[[], Uploader] | None, settings: UploaderSettings) ->
     return get
 
 
+class _Step(enum.Enum):
+    """How one file's turn ended, as far as the rest of the pass cares."""
+
+    DONE = "done"  # confirmed (now or earlier), skipped, or failed for a reason of its own
+    STORAGE_FAILING = "storage_failing"  # failed even with retries: network, throttling, 5xx
+    REFUSED = "refused"  # the destination refused the credentials: stop the pass
+
+
 def _send_all(
     files: list[LocalFile],
     journal: Journal,
@@ -111,60 +120,68 @@ def _send_all(
     report: PassReport,
     uploader: Callable[[], Uploader],
 ) -> None:
-    from shared.uploader.transfer import DestinationRefused, FileRefused, Outcome, TransientFailure
-
     failed_in_a_row = 0
     for index, local in enumerate(files):
-        try:
-            content = read_settled(local)
-        except FileBusy as busy:
-            report.skipped_unsettled += 1
-            log.info("%s; left for the next pass", busy)
-            continue
-        except OSError as error:
-            _failed(report, f"{local.name}: cannot read it ({error.strerror or error.__class__.__name__})")
-            continue
-        known = journal.find(local.name, local.size, content.md5)
-        if report.dry_run:
-            if known is None:
-                report.uploaded += 1
-                report.would_upload.append(local.name)
-            continue
+        step = _one_file(local, journal, archive_folder, report, uploader)
+        left = len(files) - index - 1
+        if step is _Step.REFUSED:
+            report.failed += left  # not tried: they stay for the next pass
+            return
+        failed_in_a_row = failed_in_a_row + 1 if step is _Step.STORAGE_FAILING else 0
+        if failed_in_a_row >= GIVE_UP_AFTER and left:
+            report.failed += left
+            report.errors.append(f"storage is failing: {left} more files left for the next pass untried")
+            log.warning(report.errors[-1])
+            return
+
+
+def _one_file(
+    local: LocalFile, journal: Journal, archive_folder: Path, report: PassReport, uploader: Callable[[], Uploader]
+) -> _Step:
+    from shared.uploader.transfer import DestinationRefused, FileRefused, Outcome, TransientFailure
+
+    try:
+        content = read_settled(local)
+    except FileBusy as busy:
+        report.skipped_unsettled += 1
+        log.info("%s; left for the next pass", busy)
+        return _Step.DONE
+    except OSError as error:
+        _failed(report, f"{local.name}: cannot read it ({error.strerror or error.__class__.__name__})")
+        return _Step.DONE
+    known = journal.find(local.name, local.size, content.md5)
+    if report.dry_run:
         if known is None:
-            try:
-                sent = send_file(uploader(), local, content)
-            except DestinationRefused as refused:
-                report.refused = str(refused)
-                _failed(report, f"{local.name}: {refused}")
-                report.failed += len(files) - index - 1  # not tried: they stay for the next pass
-                return
-            except TransientFailure as failure:
-                _failed(report, f"{local.name}: {failure}")
-                failed_in_a_row += 1
-                if failed_in_a_row >= GIVE_UP_AFTER and index + 1 < len(files):
-                    left = len(files) - index - 1
-                    report.failed += left
-                    report.errors.append(f"storage is failing: {left} more files left for the next pass untried")
-                    log.warning(report.errors[-1])
-                    return
-                continue
-            except FileRefused as refused:
-                _failed(report, f"{local.name}: {refused}")
-                continue
-            failed_in_a_row = 0
-            known = Confirmation(local.name, local.size, content.md5, sent.blob, sent.outcome.value, utc_now_text())
-            journal.confirm(known)
-            if sent.outcome is Outcome.UPLOADED:
-                report.uploaded += 1
-            else:
-                report.already_there += 1
-            log.info("%s: %s as blob %s (%d bytes, MD5 %s)", local.name, sent.outcome.value, sent.blob,
-                     local.size, content.md5)  # fmt: skip
-        else:
-            report.already_there += 1
-            log.info("%s: confirmed as blob %s at %s; archived, not sent again", local.name, known.blob,
-                     known.confirmed_at)  # fmt: skip
+            report.uploaded += 1
+            report.would_upload.append(local.name)
+        return _Step.DONE
+    if known is not None:
+        report.already_there += 1
+        log.info("%s: confirmed as blob %s at %s; archived, not sent again", local.name, known.blob,
+                 known.confirmed_at)  # fmt: skip
         _archive(local, archive_folder, report)
+        return _Step.DONE
+    try:
+        sent = send_file(uploader(), local, content)
+    except DestinationRefused as refused:
+        report.refused = str(refused)
+        _failed(report, f"{local.name}: {refused}")
+        return _Step.REFUSED
+    except TransientFailure as failure:
+        _failed(report, f"{local.name}: {failure}")
+        return _Step.STORAGE_FAILING
+    except FileRefused as refused:
+        _failed(report, f"{local.name}: {refused}")
+        return _Step.DONE
+    journal.confirm(Confirmation(local.name, local.size, content.md5, sent.blob, sent.outcome.value, utc_now_text()))
+    if sent.outcome is Outcome.UPLOADED:
+        report.uploaded += 1
+    else:
+        report.already_there += 1
+    log.info("%s: %s as blob %s (%d bytes, MD5 %s)", local.name, sent.outcome.value, sent.blob, local.size,
+             content.md5)  # fmt: skip
+    _archive(local, archive_folder, report)
+    return _Step.DONE
 
 
 def send_file(uploader: Uploader, local: LocalFile, content: Content) -> Sent:
