@@ -178,3 +178,36 @@ def test_one_pass_at_a_time_per_archive_folder(tmp_path: Path) -> None:
         assert (first, second) == (True, False)
     with pass_lock(tmp_path) as again:
         assert again  # released when the holder ends
+
+
+def test_each_auth_builds_its_client_without_a_request() -> None:
+    from azure.identity import DefaultAzureCredential
+
+    from shared.uploader.transfer import container_client
+
+    sas = container_client(UploaderSettings.from_env({"BOBO_UPLOAD_URL": f"{ACCOUNT_URL}/in-x?{SAS}"}).destination)
+    assert (sas.container_name, sas.credential) == ("in-x", None)  # the token travels in the URL
+    entra = container_client(UploaderSettings.from_env({"BOBO_UPLOAD_URL": f"{ACCOUNT_URL}/in-x"}).destination)
+    assert entra.container_name == "in-x" and isinstance(entra.credential, DefaultAzureCredential)
+    identity = container_client(UploaderSettings.from_env({"BOBO_STORAGE__blobServiceUri": ACCOUNT_URL}).destination)
+    assert identity.url.startswith(f"{ACCOUNT_URL}/bobo-incoming") and isinstance(
+        identity.credential, DefaultAzureCredential
+    )
+
+
+def test_sdk_errors_map_to_stop_retry_later_or_skip_the_file() -> None:
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+
+    from shared.uploader.transfer import DestinationRefused, FileRefused, TransientFailure, _classified
+
+    def http(status: int) -> HttpResponseError:
+        error = HttpResponseError(message=f"status {status}\nmore lines")
+        error.status_code = status
+        return error
+
+    assert isinstance(_classified(ClientAuthenticationError("no credential")), DestinationRefused)
+    assert isinstance(_classified(http(403)), DestinationRefused)
+    assert isinstance(_classified(http(400)), FileRefused)
+    for transient in (http(503), http(429), http(408), ServiceRequestError("connection refused")):
+        assert isinstance(_classified(transient), TransientFailure)
+    assert "\n" not in str(_classified(http(500)))  # one line for the report
