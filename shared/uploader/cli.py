@@ -57,6 +57,10 @@ class Stop(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A Windows console's code page cannot show every file name; a name must never crash the pass.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     redact = Redactor()
     try:
         folder, archive_folder = _folders(args.folder, args.archive)

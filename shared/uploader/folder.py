@@ -65,7 +65,9 @@ def scan(folder: Path, settle_seconds: float, now: float | None = None) -> tuple
             try:
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                stat = entry.stat(follow_symlinks=False)
+                # Not entry.stat(): on Windows that is the directory listing's copy, which NTFS may update
+                # late while a writer holds the file open; os.stat asks the file itself.
+                stat = os.stat(entry.path, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # moved away between listing and stat
             local = LocalFile(Path(entry.path), stat.st_size, stat.st_mtime_ns)
