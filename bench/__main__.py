@@ -1,4 +1,4 @@
-"""`python -m bench [all|backlog|burst|bigfile|mapping|cleanup|chaos] [--latency-ms 0,300] [--size small|full]
+"""`python -m bench [all|backlog|burst|bigfile|mapping|cleanup|upload|chaos] [--latency-ms 0,300] [--size small|full]
 [--json-out bench-results/NAME.json]`: run benchmarks against Azurite and the AtHoc simulator, print a
 table, write JSON. Figures are printed, never asserted: a slow machine gives slow figures, not failures.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.common import ROOT, machine
 
-ORDER = ("backlog", "burst", "bigfile", "mapping", "cleanup", "chaos")
+ORDER = ("backlog", "burst", "bigfile", "mapping", "cleanup", "upload", "chaos")
 
 
 def _print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:

@@ -31,6 +31,7 @@ from bench.common import (
     seed_users,
     upload_many,
 )
+from bench.upload import upload
 
 MB = 2**20
 
@@ -373,4 +374,5 @@ def _fmt(counts: dict[str, int]) -> str:
 
 
 SCENARIOS = {"backlog": backlog, "burst": burst, "bigfile": bigfile, "mapping": mapping, "cleanup": cleanup}
+SCENARIOS["upload"] = upload  # issue 16: the exporter's uploader, bench/upload.py
 LATENCY_SCENARIOS = {"backlog", "burst"}  # run once per --latency-ms value; the others once at the first

@@ -18,7 +18,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,30}$")
 # The Functions host's names for identity-based connections (`<connection>__<suffix>`).
 IDENTITY_SUFFIXES = ("blobServiceUri", "queueServiceUri", "tableServiceUri", "clientId", "credential")
@@ -83,6 +83,8 @@ class Bounded(Parser):
             value = number(text)
         except ValueError:
             raise NotValid(expected) from None
+        if value != value:  # NaN: every comparison with it is false, so the bounds below would let it through
+            raise NotValid(expected)
         if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
             raise NotValid(f"between {self.minimum} and {self.maximum}")
         return value
@@ -126,7 +128,7 @@ class Choice(Parser):
 
 class ContainerName(Parser):
     def convert(self, text: str) -> str:
-        if not _CONTAINER_NAME.match(text):
+        if not CONTAINER_NAME.match(text):
             raise NotValid("a container name (3-63 lowercase letters, digits, single hyphens)")
         return text
 

@@ -47,12 +47,13 @@ class Scope(StrEnum):
     """Who reads a setting.
 
     APP: the function app (app settings in Azure, local.settings.json locally): `Settings.from_env`, the
-    example file, infra and the settings doc's table cover exactly these. The uploader's settings
-    (read by the uploader on the BOBO server) are to join the table as an UPLOADER scope, which
-    none of those include; the app settings it shares (BOBO_STORAGE, BOBO_INCOMING_CONTAINER) stay APP.
+    example file, infra and the settings doc's table cover exactly these.
+    UPLOADER: read only by `python -m shared.uploader` on the BOBO server (docs/uploader.md); the app
+    settings it shares (BOBO_STORAGE, BOBO_INCOMING_CONTAINER, LOG_LEVEL) stay APP.
     """
 
     APP = "app"
+    UPLOADER = "uploader"
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,28 @@ SETTING_TABLE: tuple[SettingSpec, ...] = (
         "from Information)",
         Choice(LOG_LEVELS, upper=True),
         "log_level",
+    ),
+    SettingSpec(
+        "BOBO_UPLOAD_URL",
+        "",
+        "the incoming container's URL, optionally with a SAS token (without one: Entra ID); empty: `BOBO_STORAGE`",
+        Text(),
+        secret=True,
+        scope=Scope.UPLOADER,
+    ),
+    SettingSpec(
+        "BOBO_UPLOAD_SETTLE_SECONDS",
+        "5",
+        "a file is uploaded once its size and modification time have not changed for this long",
+        Number(0, 3600),
+        scope=Scope.UPLOADER,
+    ),
+    SettingSpec(
+        "BOBO_UPLOAD_INTERVAL_SECONDS",
+        "10",
+        "`--watch`: seconds between passes",
+        Number(1, 86400),
+        scope=Scope.UPLOADER,
     ),
 )
 

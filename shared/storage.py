@@ -31,6 +31,7 @@ from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobClient, BlobLeaseClient, BlobServiceClient, ContainerClient, ExponentialRetry
 
+from shared.blob_names import destination_names
 from shared.settings import Settings, StorageConnection
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ class Storage:
         meta = {key: _metadata_value(value) for key, value in metadata.items()}
         meta["source_etag"] = _metadata_value(blob.etag)
         already = False
-        for candidate in _destination_names(preferred_name or blob.name, now or datetime.now(UTC)):
+        for candidate in destination_names(preferred_name or blob.name, now or datetime.now(UTC)):
             target = target_container.get_blob_client(candidate)
             try:
                 self._copy(source, target, blob, meta, content)
@@ -374,19 +375,6 @@ class BatchLock:
 
 def _unchanged_since_listing(etag: str | None) -> MatchConditions | None:
     return MatchConditions.IfNotModified if etag else None
-
-
-def _destination_names(name: str, now: datetime) -> Iterator[str]:
-    yield name
-    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    # The suffix goes before the extension (`a.csv` -> `a-<stamp>.csv`, `n.txt` -> `n-<stamp>.txt`); a name
-    # without one, or whose only dot starts it or sits in a folder part, gets it at the end.
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem or stem.endswith("/") or "/" in ext:
-        stem, dot, ext = name, "", ""
-    for n in range(100):
-        suffix = f"-{stamp}" if n == 0 else f"-{stamp}-{n}"
-        yield f"{stem}{suffix}{dot}{ext}"
 
 
 def _properties_or_none(blob: BlobClient):  # type: ignore[no-untyped-def]

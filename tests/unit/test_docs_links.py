@@ -13,10 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Written by another branch of the 0.2 refactoring at the same time as these pages; a link to them may
-# dangle until that branch is merged. The lead removes this allowance after merging: then they must exist.
-WRITTEN_BY_ANOTHER_BRANCH = frozenset({"docs/deployment.md", "docs/uploader.md"})
-
 # Anchors code comments link to: a page edit that renames one of these headings breaks those comments.
 DESIGN_ANCHORS = (
     "latest-wins",
@@ -82,7 +78,7 @@ def links_of(text: str) -> Iterator[tuple[int, str]]:
                 yield number, target
 
 
-def broken_links(page: Path, root: Path, allowed_missing: frozenset[str] = frozenset()) -> list[str]:
+def broken_links(page: Path, root: Path) -> list[str]:
     """Each link of `page` that does not resolve, as 'page:line: target: why'."""
     problems = []
     text = page.read_text(encoding="utf-8")
@@ -96,8 +92,7 @@ def broken_links(page: Path, root: Path, allowed_missing: frozenset[str] = froze
             problems.append(f"{where}: points outside the repository")
             continue
         if not destination.exists():
-            if relative not in allowed_missing:
-                problems.append(f"{where}: no such file")
+            problems.append(f"{where}: no such file ({relative})")
             continue
         offered = anchors_of(destination.read_text(encoding="utf-8")) if destination.suffix == ".md" else set()
         if anchor and destination.suffix == ".md" and anchor not in offered:
@@ -111,7 +106,7 @@ def documentation_pages() -> list[Path]:
 
 @pytest.mark.parametrize("page", documentation_pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_relative_link_resolves(page: Path) -> None:
-    assert broken_links(page, ROOT, WRITTEN_BY_ANOTHER_BRANCH) == []
+    assert broken_links(page, ROOT) == []
 
 
 def test_design_page_keeps_the_anchors_code_comments_use() -> None:
@@ -127,10 +122,10 @@ def test_the_checker_reports_a_missing_file_and_a_missing_anchor(tmp_path: Path)
         "[ok](docs/a.md#latest-wins) [repeat](docs/a.md#latest-wins-1) [web](https://example.com/x.md)\n"
         "[gone](docs/missing.md) [bad anchor](docs/a.md#latest) [self](#nowhere)\n"
         "`[in code](docs/none.md)`\n```\n[fenced](docs/none.md)\n```\n"
-        "[elsewhere](docs/other-branch.md) [outside](../x.md)\n",
+        "[outside](../x.md)\n",
         encoding="utf-8",
     )
-    problems = broken_links(page, tmp_path, frozenset({"docs/other-branch.md"}))
+    problems = broken_links(page, tmp_path)
     assert [p.split(": ", 2)[1] for p in problems] == [
         "docs/missing.md",
         "docs/a.md#latest",

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.blob_names import destination_names
 from shared.state import KEY_LIMIT, decode_key, encode_key
-from shared.storage import _destination_names
 
 FORBIDDEN_IN_KEYS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
 
@@ -29,11 +29,11 @@ def test_long_names_stay_distinct() -> None:
 
 def test_destination_names_keep_the_name_then_add_a_utc_suffix_before_csv() -> None:
     now = datetime(2025, 10, 22, 7, 41, 42, tzinfo=UTC)
-    names = _destination_names("exports/bobo.CSV", now)
+    names = destination_names("exports/bobo.CSV", now)
     assert next(names) == "exports/bobo.CSV"
     assert next(names) == "exports/bobo-20251022T074142Z.CSV"
     assert next(names) == "exports/bobo-20251022T074142Z-1.CSV"
-    second = {name: list(_destination_names(name, now))[1] for name in ("notes.txt", "README", ".hidden", "v1.2/x")}
+    second = {name: list(destination_names(name, now))[1] for name in ("notes.txt", "README", ".hidden", "v1.2/x")}
     assert second == {
         "notes.txt": "notes-20251022T074142Z.txt",  # before the extension, like .csv
         "README": "README-20251022T074142Z",

@@ -324,3 +324,16 @@ def test_the_settings_page_maps_every_predecessor_setting() -> None:
         else:
             successors = re.findall(r"`([A-Z_]+)`", successor)
             assert successors and set(successors) <= known, f"{name} -> {successor}"
+
+
+def test_the_uploader_page_lists_its_settings_with_the_tables_defaults() -> None:
+    """The uploader's settings are rows of the one table (scope uploader); docs/uploader.md shows their defaults."""
+    from shared.settings_table import SETTING_TABLE, Scope, settings_markdown
+
+    page = (ROOT / "docs" / "uploader.md").read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]+) \|", page, flags=re.MULTILINE))
+    uploader_rows = settings_markdown(Scope.UPLOADER).splitlines()[2:]
+    assert len(uploader_rows) == sum(1 for spec in SETTING_TABLE if spec.scope is Scope.UPLOADER) >= 3
+    for row in uploader_rows:
+        name, default = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]+) \|", row)[0]
+        assert documented.get(name, "").strip() == default.strip(), name
