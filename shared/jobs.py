@@ -1,4 +1,4 @@
-"""One way to run a job: every job (process, sync-mappings, cleanup, retry-failed) starts and ends here.
+"""One way to run a job: every job (process, sync-mappings, cleanup, retry-failed, reconcile) starts and ends here.
 
     with start_job(JobKind.CLEANUP, trigger="clear_stale_duty") as job:
         ... the job's own work, its log lines carry job.run_id ...
@@ -43,13 +43,18 @@ PROCESS_COUNTS = (
     "stale_events",
     "batches",
     "athoc_requests",
+    "history_not_written",  # decisions the history could not store (shared/history.py)
+    "history_gaps",  # earlier batches that died between their AtHoc call and their history write
 )
 # The process counts summed over a day in the status report (the run bookkeeping counts are left out).
 PROCESS_DAY_COUNTS = tuple(
-    name for name in PROCESS_COUNTS if name not in ("files_seen", "stale_events", "batches", "athoc_requests")
+    name
+    for name in PROCESS_COUNTS
+    if name not in ("files_seen", "stale_events", "batches", "athoc_requests", "history_not_written", "history_gaps")
 )
 SYNC_COUNTS = ("users_fetched", "users_without_collar", "mappings_total", "added", "updated", "removed", "conflicts")
 CLEANUP_COUNTS = ("users_checked", "stale_found", "cleared", "unparsable", "users_not_found", "users_denied")
+RECONCILE_COUNTS = ("users_checked", "in_sync", "drifted", "applied")
 
 # Messages listed per run (the counts stay complete): a bad day must not make a run record unreadable.
 ERRORS_LISTED = 20

@@ -22,6 +22,7 @@ SECRET_SETTINGS = frozenset({"ATHOC_CLIENT_SECRET", "ATHOC_PASSWORD", "BOBO_STOR
 STORAGE_CONNECTION = "BOBO_STORAGE"
 
 BLOB_TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")
+RECONCILE_MODES = ("report", "apply", "off")
 
 
 class SettingsError(ValueError):
@@ -88,6 +89,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("BOBO_CLEANUP_SCHEDULE", "0 15 * * * *", "NCRONTAB (UTC) of clear_stale_duty"),
     SettingSpec("BOBO_LOG_RETENTION_DAYS", "30", "run-log entries and file records kept this long"),
     SettingSpec("BOBO_PROCESSED_RETENTION_DAYS", "30", "processed blobs kept this long (0 = keep)"),
+    SettingSpec("BOBO_HISTORY_DAYS", "30", "days each employee's decided events are kept for explain"),
+    SettingSpec("BOBO_RECONCILE", "report", "what the daily drift check does: report, apply or off"),
     SettingSpec("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -166,6 +169,8 @@ class Settings:
     log_retention_days: int
     processed_retention_days: int
     log_level: str
+    history_days: float = 30.0
+    reconcile_mode: str = "report"
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -224,6 +229,8 @@ class Settings:
             log_retention_days=reader.integer("BOBO_LOG_RETENTION_DAYS", minimum=1),
             processed_retention_days=reader.integer("BOBO_PROCESSED_RETENTION_DAYS", minimum=0),
             log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, upper=True),
+            history_days=reader.number("BOBO_HISTORY_DAYS", minimum=0.001),
+            reconcile_mode=reader.choice("BOBO_RECONCILE", RECONCILE_MODES),
         )
         containers = [c for c in settings.containers if c]
         if len(set(containers)) != len(containers):
