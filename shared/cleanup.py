@@ -313,7 +313,7 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
             _find_and_clear(runtime, run, clock, lock_lost=lock.lost.is_set)
         finally:
             lock.release()
-        _hand_over_waiting_files(runtime)
+        hand_over_waiting_files(runtime)
     except AtHocError as error:
         run.fail(f"AtHoc unreachable: {error}", kind=ErrorKind.parse(error.kind))
     except AzureError as error:
@@ -323,7 +323,7 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
         run.fail(f"unexpected {error.__class__.__name__}: {brief_error(error)}", kind=ErrorKind.INTERNAL)
 
 
-def _hand_over_waiting_files(runtime: Runtime) -> None:
+def hand_over_waiting_files(runtime: Runtime) -> None:
     """The pipeline's rule is "whoever holds the batch lock drains incoming": a trigger that fired while
     the cleanup held the lock went away trusting that, so its file is drained here rather than waiting
     for the next sweep."""

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("employee_id", metavar="EMPLOYEE_ID", help="collar number (leading zeros ignored)")
     explain.add_argument("--days", type=_positive_days, default=7.0, metavar="N", help="history window (default 7)")
     explain.add_argument("--live", action="store_true", help="also read AtHoc's current value (one search call)")
+    reconcile = command("reconcile", "compare AtHoc's duty values with what this app last set (drift)")
+    reconcile.add_argument("--apply", action="store_true", help="set drifted users back to what this app set")
     return parser
 
 
@@ -133,6 +135,12 @@ def _run_explain(settings: Settings, args: argparse.Namespace) -> CommandResult:
     return explain(_runtime(settings), args.employee_id, days=args.days, live=args.live)
 
 
+def _run_reconcile(settings: Settings, args: argparse.Namespace) -> CommandResult:
+    from shared.reconcile import run_reconcile
+
+    return run_reconcile(_runtime(settings), apply=args.apply, trigger="cli")
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], CommandResult]] = {
     "process": _run_process,
     "sync-mappings": _run_sync,
@@ -141,6 +149,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], CommandResult]] = {
     "check": _run_check,
     "retry-failed": _run_retry,
     "explain": _run_explain,
+    "reconcile": _run_reconcile,
 }
 
 
