@@ -6,15 +6,19 @@ Every outcome is produced by a real run and read back through `explain`, never w
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from shared.explain import explain
 from shared.history import HistoryEntry, HistoryOutcome, HistoryWriter, employee_history
 from shared.pipeline import drain
 from shared.runtime import Runtime
-from tests.helpers import ROOT, bof, bon, csv_of, login_of, python, seed_users, settings_env, upload
+from shared.settings import Settings
+from tests.helpers import ROOT, bof, bon, csv_of, login_of, python, seed_users, settings_env, upload, where
 
 DUTY = "On-Duty-DTG"
 
@@ -155,7 +159,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_explain_command_json_text_and_live(make_test_env, athoc_sim: Any) -> None:
     env = make_test_env(BOBO_TIMEZONE="Europe/London")
-    runtime = Runtime(__import__("shared.settings", fromlist=["Settings"]).Settings.from_env(env))
+    runtime = Runtime(Settings.from_env(env))
     seed_users(athoc_sim, runtime, ["42"])
     upload(runtime, "a.csv", csv_of(bon("00042", "20251022100000")))
     drain(runtime)
@@ -234,3 +238,69 @@ def test_purge_keeps_exactly_history_days(make_runtime) -> None:
     since = clock - timedelta(days=400)
     left = {e: len(employee_history(runtime.state, e, since)) for e in ages}
     assert left == {"inside": 1, "at-limit": 1, "outside": 0, "old": 0}
+
+
+# ---------------------------------------------------------------- crash between AtHoc and the history write
+
+# A batcher process that dies (SIGKILL, no cleanup of any kind) the moment its history write begins: AtHoc
+# and the watermarks are done, the history and the moves are not.
+CRASHING_BATCHER = """
+import os, signal
+from shared import history
+from shared.pipeline import drain
+from shared.runtime import Runtime
+from shared.settings import Settings
+
+history.HistoryWriter.flush = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+drain(Runtime(Settings.from_env()), trigger="cli")
+"""
+
+
+@pytest.mark.slow
+def test_a_batcher_killed_before_its_history_write_loses_nothing_and_the_gap_is_named(make_test_env, athoc_sim) -> None:
+    env = make_test_env(BOBO_LOCK_LEASE_SECONDS="15")
+    runtime = Runtime(Settings.from_env(env))
+    seed_users(athoc_sim, runtime, ["1", "2"])
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000"), bof("2", "20251022100000")))
+
+    killed = subprocess.run([python(), "-c", CRASHING_BATCHER], cwd=ROOT, env=settings_env(env), timeout=120)
+
+    assert killed.returncode == -signal.SIGKILL
+    assert athoc_sim.history(login_of("1")) == ["22/10/2025 10:00:00"]  # AtHoc was told
+    assert outcomes(runtime, "1") == []  # ... and the history never written
+    assert where(runtime)["incoming"] == ["a.csv"]  # the file is still there
+
+    # The next run waits for the dead batcher's lease, finishes the file and names the gap.
+    report = drain(runtime, trigger="sweep_incoming", wait_for_lock=60)
+
+    assert report.files_processed == 1 and where(runtime)["processed"] == ["a.csv"]
+    assert report.history_gaps == 1
+    assert [e for e in report.errors if e.startswith("history gap: batch ")], report.errors
+    assert athoc_sim.history(login_of("1")) == ["22/10/2025 10:00:00"]  # not sent again, not regressed
+    assert outcomes(runtime, "1") == [("stale", "a.csv", 1)]  # the re-decision is recorded
+    assert explain(runtime, "1").last_applied is not None  # written with the watermark, before the crash
+    # Named once: the marker is gone.
+    upload(runtime, "b.csv", csv_of(bon("1", "20251022110000")))
+    assert drain(runtime, trigger="sweep_incoming").history_gaps == 0
+
+
+def test_explain_http_answers_json_html_and_503(make_runtime, athoc_sim) -> None:
+    from shared.explain import explain_http
+
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["1"])
+    upload(runtime, "a<b>.csv", csv_of(bon("1", "20251022100000")))
+    drain(runtime)
+
+    status, body, mimetype = explain_http(lambda: runtime, " 001", False, 7)
+    assert (status, mimetype) == (200, "application/json")
+    assert json.loads(body)["events"][0]["file"] == "a<b>.csv"
+    status, page, mimetype = explain_http(lambda: runtime, "1", True, 7)
+    assert (status, mimetype) == (200, "text/html")
+    assert "a&lt;b&gt;.csv" in page and "a<b>.csv" not in page and "applied" in page
+
+    def broken() -> Runtime:
+        raise RuntimeError("no storage today")
+
+    status, body, _ = explain_http(broken, "1", False, 7)
+    assert status == 503 and "no storage today" in json.loads(body)["error"]
