@@ -395,14 +395,17 @@ class LastApplied:
         }
 
 
-def last_applied_of(state: StateStore, employee_id: str) -> LastApplied | None:
+def _employee_row(state: StateStore, suffix: str, prefix: str, employee_id: str) -> Mapping[str, Any] | None:
+    """One point read of an employee's row in a hashed table (watermarks, mappings); None when absent."""
     try:
-        entity = state.table("watermarks").get_entity(
-            employee_partition(WATERMARK_PARTITION_PREFIX, employee_id), encode_key(employee_id)
-        )
+        return state.table(suffix).get_entity(employee_partition(prefix, employee_id), encode_key(employee_id))
     except ResourceNotFoundError:
         return None
-    return LastApplied.from_entity(entity)
+
+
+def last_applied_of(state: StateStore, employee_id: str) -> LastApplied | None:
+    entity = _employee_row(state, "watermarks", WATERMARK_PARTITION_PREFIX, employee_id)
+    return LastApplied.from_entity(entity) if entity is not None else None
 
 
 def all_last_applied(state: StateStore) -> dict[str, LastApplied]:
@@ -450,13 +453,8 @@ def record_set_outside_pipeline(state: StateStore, changes: Iterable[tuple[Histo
 
 
 def mapped_login(state: StateStore, employee_id: str) -> str | None:
-    try:
-        entity = state.table("mappings").get_entity(
-            employee_partition(MAPPING_PARTITION_PREFIX, employee_id), encode_key(employee_id)
-        )
-    except ResourceNotFoundError:
-        return None
-    return str(entity.get("login") or "") or None
+    entity = _employee_row(state, "mappings", MAPPING_PARTITION_PREFIX, employee_id)
+    return str(entity.get("login") or "") or None if entity is not None else None
 
 
 def employees_by_login(mappings: Mapping[str, str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 
 from shared.runtime import Runtime
 from shared.settings import Settings
-from tests.helpers import ROOT, bon, csv_of, python, seed_users, settings_env, upload, where
+from tests.helpers import bon, csv_of, run_cli, seed_users, upload, where
 
 PROCESS_KEYS = {
     "files_seen",
@@ -28,14 +28,7 @@ PROCESS_KEYS = {
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [python(), "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env=settings_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(env, *args)
 
 
 def test_process_json_contract(make_test_env, athoc_sim) -> None:

@@ -16,7 +16,7 @@ from shared.reconcile import check_drift, run_reconcile
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state import utcnow
-from tests.helpers import ROOT, bon, csv_of, login_of, python, seed_users, settings_env, upload
+from tests.helpers import bon, csv_of, login_of, run_cli, seed_users, upload
 
 DUTY = "On-Duty-DTG"
 
@@ -26,14 +26,7 @@ def duty(sim: Any, employee: str) -> Any:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [python(), "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env=settings_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(env, *args)
 
 
 def last_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:

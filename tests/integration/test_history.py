@@ -18,7 +18,7 @@ from shared.history import HistoryEntry, HistoryOutcome, HistoryWriter, employee
 from shared.pipeline import drain
 from shared.runtime import Runtime
 from shared.settings import Settings
-from tests.helpers import ROOT, bof, bon, csv_of, login_of, python, seed_users, settings_env, upload, where
+from tests.helpers import ROOT, bof, bon, csv_of, login_of, python, run_cli, seed_users, settings_env, upload, where
 
 DUTY = "On-Duty-DTG"
 
@@ -147,14 +147,7 @@ def test_explain_window_and_unknown_employee(make_runtime) -> None:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [python(), "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env=settings_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(env, *args)
 
 
 def test_explain_command_json_text_and_live(make_test_env, athoc_sim: Any) -> None:
