@@ -229,6 +229,12 @@ class HistoryWriter:
         """Forget what is buffered: the batch was not decided after all (set aside for the next one)."""
         self.buffers.clear()
 
+    def discard_file(self, file_name: str) -> None:
+        """Forget the buffered entries of one file: it was not decided in this batch (replaced while read)."""
+        with self._lock:
+            for partition, operations in self.buffers.items():
+                self.buffers[partition] = [op for op in operations if op[1].get("file") != file_name]
+
     def open_marker(self, batch_id: str, run_id: str, employee_id: str, now: datetime) -> None:
         """Before the AtHoc call: note that this batch's history is about to be owed (see the module doc).
 

@@ -169,6 +169,8 @@ class ProcessReport:
         ]
         if self.dry_run:
             lines += [f"  would set {u['login']} = {u['value']!r}" for u in self.updates]
+        if self.history_not_written:
+            lines.append(f"history: {self.history_not_written} decisions could not be recorded (see the warnings)")
         lines += [f"error: {e}" for e in self.errors]
         return lines
 
@@ -358,6 +360,9 @@ def _process_batch(
         _set_aside(csv_works)  # another batcher may hold the lock now: it will take these files
         winners = {}
         history.discard_unwritten()
+    for work in works:
+        if work.skipped or work.outcome is not None:
+            history.discard_file(work.name)  # read but not decided here: its superseded rows are not news
     works = [w for w in works if not w.skipped]
     report.files_seen = len(works)
 
