@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shared.explain import explain
-from shared.history import HistoryEntry, HistoryOutcome, HistoryWriter, employee_history
+from shared.history import HistoryEntry, HistoryOutcome, HistoryWriter, employee_history, last_applied_of
 from shared.pipeline import drain
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -297,3 +297,29 @@ def test_explain_http_answers_json_html_and_503(make_runtime, athoc_sim) -> None
 
     status, body, _ = explain_http(broken, "1", False, 7)
     assert status == 503 and "no storage today" in json.loads(body)["error"]
+
+
+def test_a_history_that_cannot_be_written_never_fails_the_batch(make_runtime, athoc_sim) -> None:
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["1", "2"])
+    runtime.state.service.delete_table(f"{runtime.settings.table_prefix}history")  # storage refuses history
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000"), bon("1", "20251022090000"), bof("2", "20251022100000")))
+
+    report = drain(runtime)
+
+    assert report.files_processed == 1 and where(runtime)["processed"] == ["a.csv"]
+    assert report.history_not_written == 3 and report.to_json()["history_not_written"] == 3
+    assert report.errors == [] and report.users_updated == 2
+    assert athoc_sim.history(login_of("1")) == ["22/10/2025 10:00:00"]
+    assert last_applied_of(runtime.state, "1") is not None  # the watermark transaction still carried it
+
+
+def test_rows_of_a_file_not_decided_in_the_batch_are_not_kept(make_runtime) -> None:
+    runtime = make_runtime()
+    now = datetime.now(UTC)
+    writer = HistoryWriter(runtime.state)
+    for file_name in ("decided.csv", "replaced.csv"):
+        writer.add(HistoryEntry("5", HistoryOutcome.SUPERSEDED, now, "r", file=file_name, row=1))
+    writer.discard_file("replaced.csv")
+    writer.flush()
+    assert [e.file for e in employee_history(runtime.state, "5", now - timedelta(minutes=1))] == ["decided.csv"]
