@@ -35,6 +35,7 @@ from shared.athoc_client import RowStatus
 from shared.decisions import SourcedEvent
 from shared.logcontext import brief_error
 from shared.state import (
+    BUCKETS,
     HISTORY_PARTITION_PREFIX,
     MAPPING_PARTITION_PREFIX,
     TRANSACTION_LIMIT,
@@ -306,10 +307,17 @@ class HistoryGap:
 def take_history_gaps(state: StateStore, older_than: datetime, own_run_id: str) -> list[HistoryGap]:
     """Markers of batches that died between the AtHoc call and the history write: returned and deleted."""
     table = state.table(HISTORY_TABLE)
-    query = f"{_ALL_PARTITIONS} and RowKey ge '\"' and RowKey lt '#'"  # every key that starts with '"'
     gaps: list[HistoryGap] = []
     deletes: list[tuple[str, dict[str, Any]]] = []
-    for entity in table.query_entities(query):
+    # One key-range query per partition (every RowKey starting with '"'): a range across partitions would
+    # make the service walk every entry of the table, 30 days of history, at every sweep.
+    partitions = (f"{HISTORY_PARTITION_PREFIX}-{n:02d}" for n in range(BUCKETS[HISTORY_PARTITION_PREFIX]))
+    markers = (
+        entity
+        for partition in partitions
+        for entity in table.query_entities(f"PartitionKey eq '{partition}' and RowKey ge '\"' and RowKey lt '#'")
+    )
+    for entity in markers:
         created = as_utc(entity.get("created_at") or entity["Timestamp"])
         if created >= older_than or str(entity.get("run_id", "")) == own_run_id:
             continue
