@@ -229,10 +229,12 @@ class Settings:
             log_retention_days=reader.integer("BOBO_LOG_RETENTION_DAYS", minimum=1),
             processed_retention_days=reader.integer("BOBO_PROCESSED_RETENTION_DAYS", minimum=0),
             log_level=reader.choice("LOG_LEVEL", _LOG_LEVELS, upper=True),
-            history_days=reader.number("BOBO_HISTORY_DAYS", minimum=0.001),
+            history_days=reader.number("BOBO_HISTORY_DAYS"),
             reconcile_mode=reader.choice("BOBO_RECONCILE", RECONCILE_MODES),
         )
         containers = [c for c in settings.containers if c]
+        if not settings.history_days > 0 and "BOBO_HISTORY_DAYS" not in " ".join(reader.problems):
+            reader._bad("BOBO_HISTORY_DAYS", "a positive number of days (0.5 is 12 hours)")
         if len(set(containers)) != len(containers):
             reader.problems.append("BOBO_*_CONTAINER: the four containers must have different names")
         if reader.problems:
