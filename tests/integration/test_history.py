@@ -323,3 +323,16 @@ def test_rows_of_a_file_not_decided_in_the_batch_are_not_kept(make_runtime) -> N
     writer.discard_file("replaced.csv")
     writer.flush()
     assert [e.file for e in employee_history(runtime.state, "5", now - timedelta(minutes=1))] == ["decided.csv"]
+
+
+def test_two_ids_mapped_to_one_user_record_the_loser_as_superseded(make_runtime, athoc_sim) -> None:
+    from shared.state import MappingEntry
+
+    runtime = make_runtime()
+    seed_users(athoc_sim, runtime, ["1"])
+    # A mapping that breaks its one-login-per-id rule: 7 also points at user 1's login.
+    runtime.state.apply_mapping_changes([MappingEntry("7", login_of("1"), "7")], [])
+    upload(runtime, "a.csv", csv_of(bon("1", "20251022100000"), bon("7", "20251022110000")))
+    drain(runtime)
+    assert outcomes(runtime, "7") == [("applied", "a.csv", 2)]
+    assert outcomes(runtime, "1") == [("superseded", "a.csv", 1)]
