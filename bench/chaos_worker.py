@@ -144,13 +144,13 @@ def instrument(runtime: Any, report: Emit, kill_point: KillPoint | None = None) 
     send_numbers = iter(range(1, 10**9))
     original_send = pipeline._send
 
-    def send(rt: Any, updates: list[Any], works: Any, batch_report: Any) -> None:
+    def send(rt: Any, updates: list[Any], works: Any, batch_report: Any, *rest: Any) -> None:
         with numbers_lock:
             send_id = f"{send_prefix}-{next(send_numbers)}"
         report("athoc_send", send_id=send_id, updates=[_event_fields(u) for u in updates])
         sending.send_id = send_id
         try:
-            original_send(rt, updates, works, batch_report)
+            original_send(rt, updates, works, batch_report, *rest)  # rest: the history writer, the run id
         finally:
             sending.send_id = None
         report("athoc_send_end", send_id=send_id)

@@ -130,6 +130,7 @@ var boboTableSuffixes = [
   'mappings'
   'runs'
   'jobstatus'
+  'history'
 ]
 var boboTableNames = [for suffix in boboTableSuffixes: '${boboSettings.BOBO_TABLE_PREFIX}${suffix}']
 

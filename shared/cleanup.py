@@ -5,8 +5,11 @@
    `ATHOC_DATETIME_FORMAT` as local time in `BOBO_TIMEZONE`, here, never by the server; values older
    than `BOBO_AUTO_CLEANUP_HOURS` are cleared (""), whoever set them. Unparsable values are reported,
    never cleared, never counted as stale.
+   Each cleared user is recorded in the decision history as `cleared_stale` and its `last_applied`
+   becomes "" (shared/history.py); a cleared login without a mapping has no employee id to record it under.
 2. Retention: run-log entries and file records older than `BOBO_LOG_RETENTION_DAYS`, processed blobs
-   older than `BOBO_PROCESSED_RETENTION_DAYS` (0 = keep). Failed blobs are never deleted here.
+   older than `BOBO_PROCESSED_RETENTION_DAYS` (0 = keep), history entries decided more than
+   `BOBO_HISTORY_DAYS` ago. Failed blobs are never deleted here.
 
 `--dry-run` reads and reports, and changes nothing (neither AtHoc nor storage, nor the run log).
 
@@ -35,11 +38,19 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.athoc import LOGIN_FIELD, AtHocAuthError, AtHocError, RowResult, RowStatus
 from shared.decisions import row_failure_message
 from shared.errors import ErrorKind, ExitCode
+from shared.history import (
+    HistoryEntry,
+    HistoryOutcome,
+    LastApplied,
+    employees_by_login,
+    purge_history,
+    record_set_outside_pipeline,
+)
 from shared.jobs import CLEANUP_COUNTS, JobEnd, JobRun, capped, start_job
 from shared.logcontext import brief_error
 from shared.mapping_sync import field_value
 from shared.runtime import Runtime
-from shared.state import JobKind, Outcome
+from shared.state import JobKind, Outcome, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +135,7 @@ class RetentionReport:
     files_purged: int = 0
     processed_blobs_deleted: int = 0
     rejects_deleted: int = 0
+    history_purged: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +144,7 @@ class RetentionReport:
             "files_purged": self.files_purged,
             "processed_blobs_deleted": self.processed_blobs_deleted,
             "rejects_deleted": self.rejects_deleted,
+            "history_purged": self.history_purged,
         }
 
 
@@ -212,7 +225,7 @@ class CleanupResult:
             r = self.retention
             lines.append(
                 f"retention: {r.runs_purged} run-log entries, {r.files_purged} file records, "
-                f"{r.processed_blobs_deleted} processed files deleted"
+                f"{r.processed_blobs_deleted} processed files deleted, {r.history_purged} history entries purged"
             )
         lines += [f"error: {e}" for e in self.errors]
         return lines
@@ -227,6 +240,7 @@ class _Run:
     """What one run gathers on its way; frozen into a CleanupResult at the end."""
 
     dry_run: bool
+    run_id: str = ""
     classified: Classified = field(default_factory=lambda: Classified(0, (), ()))
     clear: ClearReport = field(default_factory=ClearReport)
     retention: RetentionReport = field(default_factory=RetentionReport)
@@ -252,7 +266,7 @@ def run_cleanup(
     `now` is the job's clock (staleness, retention cutoffs, run times); tests pass a fixed instant.
     """
     with start_job(JobKind.CLEANUP, trigger=trigger, now=now) as job:
-        run = _Run(dry_run=dry_run)
+        run = _Run(dry_run=dry_run, run_id=job.run_id)
         try:
             runtime.ensure_ready()
         except AzureError as error:
@@ -299,7 +313,7 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
             _find_and_clear(runtime, run, clock, lock_lost=lock.lost.is_set)
         finally:
             lock.release()
-        _hand_over_waiting_files(runtime)
+        hand_over_waiting_files(runtime)
     except AtHocError as error:
         run.fail(f"AtHoc unreachable: {error}", kind=error.kind)
     except AzureError as error:
@@ -309,7 +323,7 @@ def _stale_duty(runtime: Runtime, run: _Run, clock: datetime) -> None:
         run.fail(f"unexpected {error.__class__.__name__}: {brief_error(error)}", kind=ErrorKind.INTERNAL)
 
 
-def _hand_over_waiting_files(runtime: Runtime) -> None:
+def hand_over_waiting_files(runtime: Runtime) -> None:
     """The pipeline's rule is "whoever holds the batch lock drains incoming": a trigger that fired while
     the cleanup held the lock went away trusting that, so its file is drained here rather than waiting
     for the next sweep."""
@@ -343,6 +357,26 @@ def _find_and_clear(runtime: Runtime, run: _Run, clock: datetime, lock_lost: Any
     run.clear = _summarise_clear(report.rows)
     for message in run.clear.errors:
         run.fail(message)
+    _record_cleared(runtime, run, [row.login for row in report.rows if row.status is RowStatus.UPDATED])
+
+
+def _record_cleared(runtime: Runtime, run: _Run, logins: Sequence[str]) -> None:
+    """`cleared_stale` in the history and "" as `last_applied` of each cleared user this app can name."""
+    if not logins:
+        return
+    decided = utcnow()
+    employees = employees_by_login(runtime.state.load_mappings())
+    changes = []
+    for login in logins:
+        employee_id = employees.get(login.casefold())
+        if employee_id is None:
+            log.info("cleared %s, which no employee id maps to: not in the history", login)
+            continue
+        entry = HistoryEntry(employee_id, HistoryOutcome.CLEARED_STALE, decided, run.run_id, value_sent="", login=login)
+        changes.append((entry, LastApplied("", None, decided, login)))
+    not_written = record_set_outside_pipeline(runtime.state, changes)
+    if not_written:
+        log.warning("%d cleared users are missing from the history (storage refused the write)", not_written)
 
 
 # The Criteria search is an optimisation: one retry at most, so a server that cannot do it is left quickly.
@@ -395,12 +429,15 @@ def _retention(runtime: Runtime, run: _Run, clock: datetime) -> None:
         logs_before = clock - timedelta(days=settings.log_retention_days)
         runs_purged = state.purge_runs(logs_before)
         files_purged = state.purge_files(logs_before)
+        history_purged = purge_history(state, clock - timedelta(days=settings.history_days))
         blobs_deleted = rejects_deleted = 0
         if settings.processed_retention_days > 0:
             cutoff = clock - timedelta(days=settings.processed_retention_days)
             blobs_deleted = delete_processed_before(runtime, cutoff)
             rejects_deleted = delete_rejects_before(runtime, cutoff)
-        run.retention = RetentionReport(True, runs_purged, files_purged, blobs_deleted, rejects_deleted)
+        run.retention = RetentionReport(
+            True, runs_purged, files_purged, blobs_deleted, rejects_deleted, history_purged=history_purged
+        )
     except AzureError as error:
         run.fail(f"retention: storage unreachable: {brief_error(error)}", ExitCode.STORAGE, ErrorKind.STORAGE)
 

@@ -62,7 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     retry = command("retry-failed", "move failed files back to incoming, attempts reset")
     retry.add_argument("names", nargs="*", metavar="NAME", help="failed file names")
     retry.add_argument("--all", action="store_true", help="every file in the failed container")
+    explain = command("explain", "why does AtHoc show this person on (or off) duty: the decision history")
+    explain.add_argument("employee_id", metavar="EMPLOYEE_ID", help="collar number (leading zeros ignored)")
+    explain.add_argument("--days", type=_positive_days, default=7.0, metavar="N", help="history window (default 7)")
+    explain.add_argument("--live", action="store_true", help="also read AtHoc's current value (one search call)")
+    reconcile = command("reconcile", "compare AtHoc's duty values with what this app last set (drift)")
+    reconcile.add_argument("--apply", action="store_true", help="set drifted users back to what this app set")
     return parser
+
+
+def _positive_days(raw: str) -> float:
+    from shared.explain import parse_days
+
+    try:
+        return parse_days(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a positive number of days") from None
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
@@ -114,6 +129,18 @@ def _run_retry(settings: Settings, args: argparse.Namespace) -> CommandResult:
     return retry_failed(_runtime(settings), names=None if args.all else args.names)
 
 
+def _run_explain(settings: Settings, args: argparse.Namespace) -> CommandResult:
+    from shared.explain import explain
+
+    return explain(_runtime(settings), args.employee_id, days=args.days, live=args.live)
+
+
+def _run_reconcile(settings: Settings, args: argparse.Namespace) -> CommandResult:
+    from shared.reconcile import run_reconcile
+
+    return run_reconcile(_runtime(settings), apply=args.apply, trigger="cli")
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], CommandResult]] = {
     "process": _run_process,
     "sync-mappings": _run_sync,
@@ -121,6 +148,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], CommandResult]] = {
     "status": _run_status,
     "check": _run_check,
     "retry-failed": _run_retry,
+    "explain": _run_explain,
+    "reconcile": _run_reconcile,
 }
 
 

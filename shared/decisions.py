@@ -20,7 +20,7 @@ undo what AtHoc may hold) but not the same event, so a file put back with `retry
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -67,11 +67,14 @@ class SourcedEvent:
         )
 
 
-def latest_per_employee(events: Iterable[SourcedEvent]) -> dict[str, SourcedEvent]:
+def latest_per_employee(
+    events: Iterable[SourcedEvent], on_superseded: Callable[[SourcedEvent], None] | None = None
+) -> dict[str, SourcedEvent]:
     """Employee id -> the event with the greatest `EventKey`, in one pass (memory: one entry per employee).
 
     The result does not depend on the order of `events`; of two events with equal keys (the same row
-    seen twice) the first is kept.
+    seen twice) the first is kept. `on_superseded` is called once with every event that is not kept, as
+    soon as it loses (the history records it without holding the file's rows).
     """
     best: dict[str, tuple[EventKey, SourcedEvent]] = {}
     for sourced in events:
@@ -79,6 +82,10 @@ def latest_per_employee(events: Iterable[SourcedEvent]) -> dict[str, SourcedEven
         current = best.get(sourced.event.employee_id)
         if current is None or key > current[0]:
             best[sourced.event.employee_id] = (key, sourced)
+            if current is not None and on_superseded is not None:
+                on_superseded(current[1])
+        elif on_superseded is not None:
+            on_superseded(sourced)
     return {employee_id: sourced for employee_id, (_, sourced) in best.items()}
 
 

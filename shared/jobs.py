@@ -1,4 +1,4 @@
-"""One way to run a job: every job (process, sync-mappings, cleanup, retry-failed) starts and ends here.
+"""One way to run a job: every job (process, sync-mappings, cleanup, retry-failed, reconcile) starts and ends here.
 
     with start_job(JobKind.CLEANUP, trigger="clear_stale_duty") as job:
         ... the job's own work, its log lines carry job.run_id ...
@@ -54,12 +54,15 @@ class ProcessCounts(ProcessDayCounts):
     stale_events: int = 0
     batches: int = 0
     athoc_requests: int = 0
+    history_not_written: int = 0  # decisions the history could not store (shared/history.py)
+    history_gaps: int = 0  # earlier batches that died between their AtHoc call and their history write
 
 
 PROCESS_DAY_COUNTS = tuple(f.name for f in fields(ProcessDayCounts))
 PROCESS_COUNTS = tuple(f.name for f in fields(ProcessCounts))
 SYNC_COUNTS = ("users_fetched", "users_without_collar", "mappings_total", "added", "updated", "removed", "conflicts")
 CLEANUP_COUNTS = ("users_checked", "stale_found", "cleared", "unparsable", "users_not_found", "users_denied")
+RECONCILE_COUNTS = ("users_checked", "in_sync", "drifted", "applied")
 
 # Messages listed per run (the counts stay complete): a bad day must not make a run record unreadable.
 ERRORS_LISTED = 20

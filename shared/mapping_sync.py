@@ -15,6 +15,9 @@ Decisions beyond the rules (docs/design.md#mapping-sync-schedule):
   id must never keep the rest of the table from being refreshed.
 - A result in which no user has a collar id is "no data" (failed, retried next tick): an empty table
   would leave every employee unmapped.
+- The same search reads the duty field unless `BOBO_RECONCILE=off`, and the drift check (shared/reconcile.py)
+  compares it with what this app last set: no extra AtHoc call. `apply` sets drifted users back. The
+  pipeline's first-batch sync skips the check (it holds the batch lock a repair needs; nothing was set yet).
 - The daily run is due once local time has passed today's `BOBO_MAPPING_SYNC_HOUR` and no sync has
   succeeded since that moment (so a forced or catch-up run in the morning does not suppress the
   evening refresh). A sync hour inside a daylight-saving gap means the first instant after the gap;
@@ -40,7 +43,7 @@ from shared.errors import ErrorKind, ExitCode
 from shared.jobs import SYNC_COUNTS, JobEnd, JobRun, start_job
 from shared.logcontext import brief_error
 from shared.runtime import Runtime
-from shared.state import JobKind, JobStatus, MappingEntry, Outcome
+from shared.state import JobKind, JobStatus, MappingEntry, Outcome, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +247,7 @@ class MappingSyncResult:
     trigger: str = ""
     exit_code: ExitCode = ExitCode.OK
     error_kind: ErrorKind | None = None  # why it failed ("auth" feeds the authentication alert)
+    drift: dict[str, Any] | None = None  # the drift check's counts, when one ran (shared/reconcile.py)
 
     @property
     def failure(self) -> str:
@@ -266,6 +270,7 @@ class MappingSyncResult:
             "error": self.error,
             "run_id": self.run_id,
             "trigger": self.trigger,
+            "drift": self.drift,
         }
 
     def text_lines(self) -> list[str]:
@@ -348,8 +353,11 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
     failed = MappingSyncResult(
         status=Outcome.FAILED, reason=reason, forced=forced, run_id=run_id, trigger=trigger, exit_code=ExitCode.FAILED
     )
+    drift_mode = "off" if trigger == "pipeline" else settings.reconcile_mode
+    fields = [settings.athoc.collar_field] + ([settings.athoc.duty_field] if drift_mode != "off" else [])
+    read_started = utcnow()
     try:
-        users = runtime.athoc.search_users([settings.athoc.collar_field])
+        users = runtime.athoc.search_users(fields)
     except AtHocError as error:
         # Paging is all or nothing in the client: nothing was read, so nothing is written.
         return replace(
@@ -358,6 +366,9 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
             error=f"AtHoc unreachable or refused the user search: {error}; the mapping table was left unchanged",
             error_kind=error.kind,
         )
+    drift = (
+        _drift_check(runtime, users, read_started, run_id, apply=drift_mode == "apply") if drift_mode != "off" else None
+    )
     athoc = mappings_from_users(users, settings.athoc.collar_field)
     conflict_ids = frozenset(c.employee_id for c in athoc.conflicts)
     found = replace(
@@ -367,6 +378,7 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
         conflicts=len(athoc.conflicts),
         conflict_ids=tuple(c.employee_id for c in athoc.conflicts),
         conflict_details=athoc.conflicts,
+        drift=drift,
     )
     for conflict in athoc.conflicts[:CONFLICTS_LISTED]:
         log.warning(
@@ -390,6 +402,21 @@ def _sync(runtime: Runtime, *, reason: str, forced: bool, run_id: str, trigger: 
         updated=len(diff.updated),
         removed=len(diff.deletes),
     )
+
+
+def _drift_check(
+    runtime: Runtime, users: list[dict[str, Any]], read_started: datetime, run_id: str, *, apply: bool
+) -> dict[str, Any] | None:
+    """The drift check on the users just read; its failure is logged, never fails the mapping sync."""
+    from shared.reconcile import check_drift
+
+    try:
+        outcome = check_drift(runtime, users, read_started, run_id, apply=apply)
+    except (AzureError, AtHocError) as error:
+        log.warning("drift check failed: %s", brief_error(error))
+        return None
+    check = outcome.check
+    return {"drifted": check.drifted, "in_sync": check.in_sync, "repaired": outcome.applied, "errors": outcome.errors}
 
 
 def _checked_diff(

@@ -5,12 +5,17 @@
     take the batch lock (or return) -> wait the batch window -> loop:
       list incoming -> read + parse each file (streaming) -> latest event per employee
       -> mappings and watermarks loaded once -> plan -> SyncByCommonNames in chunks -> classify rows per file
-      -> watermarks -> rejects files -> moves (copy, verify, delete) -> file records -> run log
+      -> watermarks (with last_applied) -> history -> rejects files -> moves (copy, verify, delete)
+      -> file records -> run log
     -> release the lock -> look once more for files that landed meanwhile
 
 Crash safety, line by line: AtHoc is told before the watermark is written and the watermark before the
 move, so a crash anywhere makes the next run either resend the same (not an older) value or find the
 events stale and just finish the move. A file leaves incoming only after its copy is complete.
+The decision history (shared/history.py) is written after the watermarks and before the moves: a crash
+before it leaves a "history pending" marker that the next sweep reports as a gap; a crash after it and
+before the moves makes the next run decide the files again (their events then recorded as stale), so no
+decision is ever left unexplained.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
@@ -37,6 +42,7 @@ from shared.decisions import (
     unconfirmed_watermark,
 )
 from shared.errors import ErrorKind, ExitCode, most_urgent
+from shared.history import HistoryOutcome, HistoryWriter, LastApplied, event_entry, row_outcome, take_history_gaps
 from shared.jobs import PROCESS_COUNTS, JobEnd, JobRun, ProcessCounts, capped, start_job
 from shared.logcontext import brief_error
 from shared.runtime import Runtime
@@ -147,6 +153,8 @@ class ProcessReport(ProcessCounts):
         ]
         if self.dry_run:
             lines += [f"  would set {u['login']} = {u['value']!r}" for u in self.updates]
+        if self.history_not_written:
+            lines.append(f"history: {self.history_not_written} decisions could not be recorded (see the warnings)")
         lines += [f"error: {e}" for e in self.errors]
         return lines
 
@@ -193,7 +201,16 @@ def drain(
                     total.add(_process_batch(runtime, blobs, job.run_id, dry_run=True))
                 _log_summary(job, total)
                 return total
-            _drain_with_lock(runtime, total, job.run_id, wait_window=wait_window, wait_for_lock=wait_for_lock)
+            # The blob trigger leaves the gap check to the sweep: it runs once a minute and more, and every
+            # storage request of a burst counts (docs/history.md).
+            _drain_with_lock(
+                runtime,
+                total,
+                job.run_id,
+                wait_window=wait_window,
+                wait_for_lock=wait_for_lock,
+                check_gaps=trigger != "ingest_csv",
+            )
             if not total.lock_busy:
                 _note_backlog(runtime, total)
         except AzureError as error:
@@ -208,7 +225,13 @@ def drain(
 
 
 def _drain_with_lock(
-    runtime: Runtime, total: ProcessReport, run_id: str, *, wait_window: bool, wait_for_lock: float
+    runtime: Runtime,
+    total: ProcessReport,
+    run_id: str,
+    *,
+    wait_window: bool,
+    wait_for_lock: float,
+    check_gaps: bool = True,
 ) -> None:
     settings = runtime.settings
     deadline = time.monotonic() + settings.drain_budget_seconds
@@ -223,6 +246,9 @@ def _drain_with_lock(
             if wait_window and settings.batch_window_seconds > 0:
                 time.sleep(settings.batch_window_seconds)
             wait_window = False
+            if check_gaps:
+                _report_history_gaps(runtime, total, run_id)
+                check_gaps = False
             while time.monotonic() < deadline and not lock.lost.is_set():
                 waiting = [b for b in runtime.storage.list_incoming() if b.name not in attempted]
                 if not waiting:
@@ -244,6 +270,21 @@ def _drain_with_lock(
         lock_wait_until = time.monotonic()  # do not wait: if someone else holds it now, they drain
 
 
+def _report_history_gaps(runtime: Runtime, total: ProcessReport, run_id: str) -> None:
+    """While holding the lock, no other batch is live: markers older than the lease are of dead batches."""
+    older_than = utcnow() - timedelta(seconds=runtime.settings.lock_lease_seconds)
+    try:
+        gaps = take_history_gaps(runtime.state, older_than, run_id)
+    except AzureError as error:
+        log.warning("could not look for history gaps: %s", brief_error(error))
+        return
+    for gap in gaps:
+        log.warning(gap.message)
+    total.history_gaps += len(gaps)
+    total.errors += capped([gap.message for gap in gaps], what="history gaps")
+
+
+# Over 60 lines: the batch's steps in the order the module docstring gives, each a few lines.
 def _process_batch(
     runtime: Runtime, blobs: list[IncomingBlob], run_id: str, *, dry_run: bool = False, lock: BatchLock | None = None
 ) -> ProcessReport:
@@ -251,6 +292,11 @@ def _process_batch(
     batch_id = f"{run_id}-{utcnow().strftime('%H%M%S%f')}"
     report = ProcessReport(dry_run=dry_run, batches=1)
     now = utcnow()
+    history = HistoryWriter(state, enabled=not dry_run)
+
+    def superseded(sourced: SourcedEvent) -> None:
+        history.add(event_entry(sourced, HistoryOutcome.SUPERSEDED, now, run_id))
+
     known = state.waiting_files()
     works: list[FileWork] = []
     for blob in blobs:
@@ -273,19 +319,34 @@ def _process_batch(
         keep = work.blob.size <= SMALL_FILE_BYTES and work.blob.size <= memory_left
         memory_left -= work.blob.size if keep else 0
         reads.append((work, keep))
-    _in_parallel(settings.io_threads, lambda read: _read_file(runtime, read[0], keep_content=read[1]), reads)
+    _in_parallel(
+        settings.io_threads,
+        lambda read: _read_file(runtime, read[0], keep_content=read[1], on_superseded=superseded),
+        reads,
+    )
     # Merged in listing order: the same winners whichever read finished first.
     winners = latest_per_employee(
-        sourced for work in csv_works if work.outcome is None and not work.skipped for sourced in work.winners.values()
+        (
+            sourced
+            for work in csv_works
+            if work.outcome is None and not work.skipped
+            for sourced in work.winners.values()
+        ),
+        on_superseded=superseded,
     )
     if any(w.outcome is FileState.WAITING for w in csv_works):
         # A file we could not read may hold the newest event of someone in this batch: send nothing now,
         # and leave the readable files untouched (not attempted) for the next batch.
         _set_aside(csv_works)
         winners = {}
+        history.discard_unwritten()  # not decided: the next batch decides (and records) these rows
     if winners and lock is not None and lock.lost.is_set():
         _set_aside(csv_works)  # another batcher may hold the lock now: it will take these files
         winners = {}
+        history.discard_unwritten()
+    for work in works:
+        if work.skipped or work.outcome is not None:
+            history.discard_file(work.name)  # read but not decided here: its superseded rows are not news
     works = [w for w in works if not w.skipped]
     report.files_seen = len(works)
 
@@ -301,6 +362,7 @@ def _process_batch(
             report.errors.append(mapping_error)
             report.error_kind = most_urgent(report.error_kind, ErrorKind.MAPPING)
             winners = {}
+            history.discard_unwritten()
 
     if winners:
         watermarks = {emp: Watermark.from_text(text) for emp, text in state.load_watermarks().items()}
@@ -309,6 +371,12 @@ def _process_batch(
         report.stale_events = len(plan.stale)
         for sourced in plan.unmapped:
             log.debug("employee %s has no AtHoc mapping (file %s)", sourced.event.employee_id, sourced.file_name)
+        for outcome, events in (
+            (HistoryOutcome.STALE, plan.stale),
+            (HistoryOutcome.UNMAPPED, plan.unmapped),
+            (HistoryOutcome.SUPERSEDED, plan.superseded),
+        ):
+            history.add_all(event_entry(sourced, outcome, now, run_id) for sourced in events)
         if dry_run:
             report.updates_sent = len(plan.updates)  # `process --dry-run`: the updates that would be sent
             report.updates = [
@@ -321,8 +389,10 @@ def _process_batch(
             _set_aside(works)
             works = [w for w in works if not w.skipped]
             report.files_seen, report.unmapped_employees, report.stale_events = len(works), 0, 0
+            history.discard_unwritten()
         elif plan.updates:
-            _send(runtime, plan.updates, works, report)
+            history.open_marker(batch_id, run_id, plan.updates[0].employee_id, now)
+            _send(runtime, plan.updates, works, report, history, run_id)
 
     for work in works:
         report.rows_read += work.rows_read
@@ -332,6 +402,7 @@ def _process_batch(
     if dry_run:
         report.files = [{"name": w.name, "outcome": "would be " + _outcome_word(w), "reason": w.reason} for w in works]
         return report
+    _write_history(history, report)
     _finish_files(runtime, works, batch_id, report)
     return report
 
@@ -373,7 +444,13 @@ def _mappings_for_batch(runtime: Runtime, *, dry_run: bool) -> tuple[dict[str, s
     return {}, f"mapping sync has never succeeded ({result.error or result.status}); files wait"
 
 
-def _read_file(runtime: Runtime, work: FileWork, *, keep_content: bool) -> None:
+def _read_file(
+    runtime: Runtime,
+    work: FileWork,
+    *,
+    keep_content: bool,
+    on_superseded: Callable[[SourcedEvent], None] | None = None,
+) -> None:
     settings = runtime.settings
     try:
         if keep_content:
@@ -381,7 +458,7 @@ def _read_file(runtime: Runtime, work: FileWork, *, keep_content: bool) -> None:
             chunks: Iterable[bytes] = (work.content,)
         else:
             chunks = runtime.storage.read_chunks(settings.incoming_container, work.name, etag=work.blob.etag)
-        work.winners = latest_per_employee(_events_of(work, chunks))
+        work.winners = latest_per_employee(_events_of(work, chunks), on_superseded)
     except UnreadableFile as error:
         work.outcome, work.reason = FileState.FAILED, f"not readable: {error}"
         work.winners.clear()
@@ -412,7 +489,14 @@ def _events_of(work: FileWork, chunks: Iterable[bytes]) -> Iterator[SourcedEvent
         yield SourcedEvent(item, work.name, work.blob.last_modified)
 
 
-def _send(runtime: Runtime, updates: list[PlannedUpdate], works: list[FileWork], report: ProcessReport) -> None:
+def _send(
+    runtime: Runtime,
+    updates: list[PlannedUpdate],
+    works: list[FileWork],
+    report: ProcessReport,
+    history: HistoryWriter,
+    run_id: str,
+) -> None:
     by_file = {w.name: w for w in works}
     try:
         # The whole send must end inside the function's time: at most the drain budget (functionTimeout is 30 min).
@@ -427,6 +511,11 @@ def _send(runtime: Runtime, updates: list[PlannedUpdate], works: list[FileWork],
             work.unconfirmed[update.employee_id] = unconfirmed_watermark(update)
         report.errors.append(failure)
         report.error_kind = most_urgent(report.error_kind, ErrorKind.INTERNAL)
+        decided = utcnow()
+        history.add_all(
+            event_entry(u.source, HistoryOutcome.PENDING, decided, run_id, value_sent=u.value, login=u.login)
+            for u in updates
+        )
         return
     report.athoc_requests += result.requests
     outcome = outcome_of_rows(updates, result.rows)
@@ -442,9 +531,30 @@ def _send(runtime: Runtime, updates: list[PlannedUpdate], works: list[FileWork],
     report.updated_logins |= outcome.updated_logins
     report.users_updated = len(report.updated_logins)
     report.error_kind = most_urgent(report.error_kind, outcome.error_kind)
+    # The answer's time: a drift check whose AtHoc read began before it may have read the older value.
+    decided = utcnow()
+    statuses = {row.login: row.status for row in result.rows}
+    applied: dict[str, dict[str, object]] = {}
+    for update in updates:
+        status = statuses.get(update.login)
+        history.add(
+            event_entry(
+                update.source, row_outcome(status), decided, run_id, value_sent=update.value, login=update.login
+            )
+        )
+        if row_outcome(status) is HistoryOutcome.APPLIED:
+            last = LastApplied(update.value, update.source.event.event_time, decided, update.login)
+            applied[update.employee_id] = last.properties()
     if outcome.settled:
-        runtime.state.save_watermarks({emp: mark.to_text() for emp, mark in outcome.settled.items()})
+        marks = {emp: mark.to_text() for emp, mark in outcome.settled.items()}
+        runtime.state.save_watermarks(marks, extra=applied)
     report.errors += capped(outcome.failures, what="AtHoc row errors")
+
+
+def _write_history(history: HistoryWriter, report: ProcessReport) -> None:
+    """After AtHoc and the watermarks, before the moves (see the module docstring); never fails the batch."""
+    history.flush()
+    report.history_not_written += history.not_written  # counted and logged as a warning, not a run error
 
 
 def _retry(work: FileWork, reason: str) -> None:

@@ -110,6 +110,8 @@ class Settings:
     log_retention_days: int
     processed_retention_days: int
     log_level: str
+    history_days: float
+    reconcile_mode: str
 
     @property
     def timezone(self) -> ZoneInfo:

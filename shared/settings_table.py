@@ -37,6 +37,7 @@ from shared.settings_parsers import (
 STORAGE_CONNECTION = "BOBO_STORAGE"
 
 BLOB_TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")
+RECONCILE_MODES = ("report", "apply", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The Functions host's own settings, as local.settings.json.example sets them for `func start`.
@@ -316,6 +317,20 @@ SETTING_TABLE: tuple[SettingSpec, ...] = (
         "from Information)",
         Choice(LOG_LEVELS, upper=True),
         "log_level",
+    ),
+    SettingSpec(
+        "BOBO_HISTORY_DAYS",
+        "30",
+        "how long each employee's decided events are kept for `explain` (fractions allowed: `0.5` is 12 hours)",
+        Number(0.01),
+        "history_days",
+    ),
+    SettingSpec(
+        "BOBO_RECONCILE",
+        "report",
+        "what the daily drift check does: `report`, `apply` (set drifted users back) or `off`",
+        Choice(RECONCILE_MODES),
+        "reconcile_mode",
     ),
     SettingSpec(
         "BOBO_UPLOAD_URL",

@@ -36,7 +36,7 @@ from shared.storage import table_service
 
 log = logging.getLogger(__name__)
 
-TABLE_SUFFIXES = ("files", "watermarks", "mappings", "runs", "jobstatus")
+TABLE_SUFFIXES = ("files", "watermarks", "mappings", "runs", "jobstatus", "history")
 TRANSACTION_LIMIT = 100
 DELETE_RACE_ATTEMPTS = 5
 KEY_LIMIT = 900  # Table keys hold up to 1 KiB; leave room for the hash suffix.
@@ -51,7 +51,9 @@ STATUS_PARTITION = "job"
 # 8 transactions (64 would make it ~60) while still splitting a large table.
 WATERMARK_PARTITION_PREFIX = "wm"
 MAPPING_PARTITION_PREFIX = "map"
-BUCKETS = {MAPPING_PARTITION_PREFIX: 64, WATERMARK_PARTITION_PREFIX: 8}
+# The decision history (shared/history.py) is keyed like the watermarks: written every batch, read per employee.
+HISTORY_PARTITION_PREFIX = "hist"
+BUCKETS = {MAPPING_PARTITION_PREFIX: 64, WATERMARK_PARTITION_PREFIX: 8, HISTORY_PARTITION_PREFIX: 8}
 # Version 0.1.0 kept each of those tables in one partition of this name; `ensure_tables` moves such rows.
 LEGACY_PARTITION = {"watermarks": "wm", "mappings": "map"}
 
@@ -66,6 +68,7 @@ class JobKind(StrEnum):
     SYNC_MAPPINGS = "sync-mappings"
     CLEANUP = "cleanup"
     RETRY_FAILED = "retry-failed"
+    RECONCILE = "reconcile"
 
 
 class Outcome(StrEnum):
@@ -389,11 +392,19 @@ class StateStore:
     # -- watermarks -------------------------------------------------------------------------------
     def load_watermarks(self) -> dict[str, str]:
         """employee id -> watermark text (see decisions.Watermark)."""
+        # A row without `wm` holds only `last_applied` (a user the cleanup cleared): no watermark.
         return {
-            decode_key(e["RowKey"]): str(e["wm"]) for e in self._query_all("watermarks", WATERMARK_PARTITION_PREFIX)
+            decode_key(e["RowKey"]): str(e["wm"])
+            for e in self._query_all("watermarks", WATERMARK_PARTITION_PREFIX)
+            if e.get("wm")
         }
 
-    def save_watermarks(self, watermarks: Mapping[str, str]) -> int:
+    def save_watermarks(
+        self, watermarks: Mapping[str, str], extra: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> int:
+        """Upsert (merge) each employee's watermark; `extra` adds properties to some rows in the same
+        transactions (the pipeline's `last_applied`, shared/history.py)."""
+        extra = extra or {}
         operations = [
             (
                 "upsert",
@@ -401,6 +412,7 @@ class StateStore:
                     "PartitionKey": employee_partition(WATERMARK_PARTITION_PREFIX, emp),
                     "RowKey": encode_key(emp),
                     "wm": text,
+                    **extra.get(emp, {}),
                 },
             )
             for emp, text in sorted(watermarks.items())

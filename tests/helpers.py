@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -183,6 +184,18 @@ def settings_env(settings_env_map: Mapping[str, str]) -> dict[str, str]:
 
 def python() -> str:
     return sys.executable
+
+
+def run_cli(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m shared.cli ARGS` from the repository root, as an operator runs it, with `env`'s settings."""
+    return subprocess.run(
+        [python(), "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=settings_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def model_binding_data(settings: Settings, name: str) -> SimpleNamespace:

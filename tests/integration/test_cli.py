@@ -10,18 +10,11 @@ import pytest
 from shared.jobs import PROCESS_COUNTS
 from shared.runtime import Runtime
 from shared.settings import Settings
-from tests.helpers import ROOT, bon, csv_of, python, seed_users, settings_env, upload, where
+from tests.helpers import bon, csv_of, run_cli, seed_users, upload, where
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [python(), "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env=settings_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(env, *args)
 
 
 def test_process_json_contract(make_test_env, athoc_sim) -> None:

@@ -457,7 +457,7 @@ def test_the_uploader_imports_neither_the_functions_stack_nor_tables_nor_the_ath
     assert "azure.storage.blob" in modules  # the check sees the real imports of a pass that uploaded
     forbidden = {
         m for m in modules if m.startswith(("azure.functions", "azurefunctions", "azure.data.tables", "msal"))
-    } | (modules & {"shared.athoc_client", "shared.storage", "shared.state", "shared.pipeline", "shared.runtime"})
+    } | (modules & {"shared.athoc", "shared.storage", "shared.state", "shared.pipeline", "shared.runtime"})
     assert forbidden == set()
 
     helped = subprocess.run([sys.executable, "-X", "importtime", "-m", "shared.uploader", "--help"],

@@ -117,6 +117,31 @@ def test_latest_is_the_maximum_key_whatever_the_input_order(events: list[Sourced
     assert latest_per_employee(reversed(events)).keys() == result.keys()
 
 
+def test_superseded_events_are_reported_once_each() -> None:
+    first = sourced(event("1", Action.BOOK_ON, T0))
+    second = sourced(event("1", Action.BOOK_OFF, T0 + timedelta(minutes=5)))
+    duplicate = sourced(event("1", Action.BOOK_OFF, T0 + timedelta(minutes=5)))
+    other = sourced(event("2", Action.BOOK_ON, T0))
+    lost: list[SourcedEvent] = []
+    winners = latest_per_employee([first, second, other, duplicate], on_superseded=lost.append)
+    assert winners == {"1": second, "2": other}
+    # The displaced winner and the later duplicate lose; the other employee's only event does not.
+    assert lost == [first, duplicate]
+
+
+@settings(max_examples=200)
+@given(st.lists(sourced_events(), max_size=25))
+def test_every_event_is_either_kept_or_superseded(events: list[SourcedEvent]) -> None:
+    lost: list[SourcedEvent] = []
+    winners = latest_per_employee(events, on_superseded=lost.append)
+    assert winners == latest_per_employee(events)  # the callback changes nothing
+    assert len(lost) + len(winners) == len(events)
+    kept_ids = {id(item) for item in winners.values()}
+    assert all(id(item) not in kept_ids for item in lost)
+    for item in lost:
+        assert item.key <= winners[item.event.employee_id].key
+
+
 def test_key_is_an_event_key() -> None:
     key = sourced(event(row=4), name="n.csv").key
     assert key == EventKey(T0, T0, MODIFIED, "n.csv", 4)

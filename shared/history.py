@@ -1,0 +1,476 @@
+"""Per-employee decision history (contract section 7): what happened to each event, kept `BOBO_HISTORY_DAYS`.
+
+Table `<prefix>history`, hashed like the watermarks (`hist-NN`, 8 buckets, by employee id), RowKey
+`{encode_key(employee id)}|{inverted decided_at in ms, 13 digits}|{unique suffix}`: one employee's events
+over any window are ONE partition range query, newest first.
+
+Writes are buffered per partition by `HistoryWriter` and submitted as entity-group transactions of up to
+100 operations, a partition as soon as its buffer fills (a huge file is never held row by row), the rest at
+the end of the batch. A failed history write is counted and logged, never fails the batch.
+
+Crash safety: the pipeline tells AtHoc first, then writes watermarks, then history. A batch that calls
+AtHoc first writes a "history pending" marker (one entity in the history partition the batch will write
+anyway); the marker's delete rides in that partition's last history transaction, so it costs one request
+per batch. A process run holding the lock that finds a marker older than the lock lease names the gap
+(`history gap: ...`) and deletes it: that batch's events may be missing from `explain`.
+
+What this app last set in AtHoc per employee (`last_applied`, the drift baseline) lives as extra
+properties on the employee's watermark entity, written in the watermark transactions (no extra request).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+from shared.athoc import RowStatus
+from shared.decisions import SourcedEvent
+from shared.logcontext import brief_error
+from shared.state import (
+    BUCKETS,
+    HISTORY_PARTITION_PREFIX,
+    MAPPING_PARTITION_PREFIX,
+    TRANSACTION_LIMIT,
+    WATERMARK_PARTITION_PREFIX,
+    StateStore,
+    decode_key,
+    employee_partition,
+    encode_key,
+)
+
+log = logging.getLogger(__name__)
+
+HISTORY_TABLE = "history"
+# Marker RowKeys start with '"', which `encode_key` always escapes (%22): no employee's key can collide.
+MARKER_PREFIX = '"pending|'
+_ALL_PARTITIONS = f"PartitionKey ge '{HISTORY_PARTITION_PREFIX}-' and PartitionKey lt '{HISTORY_PARTITION_PREFIX}.'"
+INVERTED_BASE = 10**13  # 13 digits of milliseconds hold dates until the year 2286
+
+
+class HistoryOutcome(StrEnum):
+    """Contract section 7: what became of an event (or of a value this app set outside the pipeline)."""
+
+    APPLIED = "applied"
+    SUPERSEDED = "superseded"
+    STALE = "stale"
+    UNMAPPED = "unmapped"
+    NOT_FOUND = "not_found"
+    DENIED = "denied"
+    ERROR = "error"
+    PENDING = "pending"
+    CLEARED_STALE = "cleared_stale"
+    RECONCILED = "reconciled"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One decision about one employee. `event_time` is naive BOBO clock time; `decided_at` is UTC."""
+
+    employee_id: str
+    outcome: HistoryOutcome
+    decided_at: datetime
+    run_id: str
+    event_time: datetime | None = None
+    kind: str | None = None
+    file: str | None = None
+    row: int | None = None
+    value_sent: str | None = None
+    login: str | None = None
+
+    @property
+    def partition(self) -> str:
+        return employee_partition(HISTORY_PARTITION_PREFIX, self.employee_id)
+
+    def to_entity(self) -> dict[str, Any]:
+        inverted = INVERTED_BASE - int(self.decided_at.timestamp() * 1000)
+        entity: dict[str, Any] = {
+            "PartitionKey": self.partition,
+            "RowKey": f"{encode_key(self.employee_id)}|{inverted:013d}|{uuid.uuid4().hex[:10]}",
+            "employee_id": self.employee_id,
+            "outcome": self.outcome.value,
+            "decided_at": self.decided_at.astimezone(UTC),
+            "run_id": self.run_id,
+        }
+        optional = {
+            "event_time": self.event_time.isoformat() if self.event_time is not None else None,
+            "kind": self.kind,
+            "file": self.file,
+            "row": self.row,
+            "value_sent": self.value_sent,
+            "login": self.login,
+        }
+        # A missing property reads back as null; "" (a BOF's value) is kept as "".
+        entity.update({key: value for key, value in optional.items() if value is not None})
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> HistoryEntry:
+        event_time = entity.get("event_time")
+        row = entity.get("row")
+        return cls(
+            employee_id=str(entity.get("employee_id") or decode_key(str(entity["RowKey"]).rsplit("|", 2)[0])),
+            outcome=HistoryOutcome(str(entity["outcome"])),
+            decided_at=as_utc(entity["decided_at"]),
+            run_id=str(entity.get("run_id", "")),
+            event_time=datetime.fromisoformat(str(event_time)) if event_time else None,
+            kind=_text_or_none(entity.get("kind")),
+            file=_text_or_none(entity.get("file")),
+            row=int(row) if row is not None else None,
+            value_sent=None if entity.get("value_sent") is None else str(entity["value_sent"]),
+            login=_text_or_none(entity.get("login")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's event keys, in its order."""
+        return {
+            "event_time": self.event_time.isoformat() if self.event_time is not None else None,
+            "kind": self.kind,
+            "file": self.file,
+            "row": self.row,
+            "decided_at": self.decided_at.isoformat(),
+            "outcome": self.outcome.value,
+            "value_sent": self.value_sent,
+            "run_id": self.run_id,
+        }
+
+
+def event_entry(
+    sourced: SourcedEvent,
+    outcome: HistoryOutcome,
+    decided_at: datetime,
+    run_id: str,
+    *,
+    value_sent: str | None = None,
+    login: str | None = None,
+) -> HistoryEntry:
+    """The entry for a data row's event as the pipeline decided it."""
+    event = sourced.event
+    return HistoryEntry(
+        employee_id=event.employee_id,
+        outcome=outcome,
+        decided_at=decided_at,
+        run_id=run_id,
+        event_time=event.event_time,
+        kind=event.action.value,
+        file=sourced.file_name,
+        row=event.row_number,
+        value_sent=value_sent,
+        login=login,
+    )
+
+
+# AtHoc's answer for a user's row -> the history outcome; no answer at all (None) is pending too.
+_ROW_OUTCOMES = {
+    RowStatus.UPDATED: HistoryOutcome.APPLIED,
+    RowStatus.NOT_FOUND: HistoryOutcome.NOT_FOUND,
+    RowStatus.DENIED: HistoryOutcome.DENIED,
+    RowStatus.ERROR: HistoryOutcome.ERROR,
+    RowStatus.MISSING: HistoryOutcome.PENDING,
+    RowStatus.FAILED: HistoryOutcome.PENDING,
+}
+
+
+def row_outcome(status: RowStatus | None) -> HistoryOutcome:
+    return HistoryOutcome.PENDING if status is None else _ROW_OUTCOMES[status]
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def as_utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class HistoryWriter:
+    """Buffers a batch's entries per partition; a full partition goes out at once as one transaction.
+
+    Never raises for storage: a failed transaction adds its entries to `not_written` and logs a warning.
+    A disabled writer (dry run) records nothing.
+    """
+
+    def __init__(self, state: StateStore | None, *, enabled: bool = True):
+        self.state = state
+        self.enabled = enabled and state is not None
+        self.buffers: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self.written = 0
+        self.not_written = 0
+        self.requests = 0
+        self.marker: dict[str, str] | None = None
+        self._lock = threading.Lock()  # files are read (and their superseded rows added) on several threads
+
+    def add(self, entry: HistoryEntry) -> None:
+        if not self.enabled:
+            return
+        full: list[tuple[str, dict[str, Any]]] | None = None
+        with self._lock:
+            buffer = self.buffers.setdefault(entry.partition, [])
+            buffer.append(("upsert", entry.to_entity()))
+            if len(buffer) >= TRANSACTION_LIMIT:
+                full = self.buffers.pop(entry.partition)
+        if full is not None:
+            self._submit(entry.partition, full)
+
+    def add_all(self, entries: Iterable[HistoryEntry]) -> None:
+        for entry in entries:
+            self.add(entry)
+
+    def discard_unwritten(self) -> None:
+        """Forget what is buffered: the batch was not decided after all (set aside for the next one)."""
+        self.buffers.clear()
+
+    def discard_file(self, file_name: str) -> None:
+        """Forget the buffered entries of one file: it was not decided in this batch (replaced while read)."""
+        with self._lock:
+            for partition, operations in self.buffers.items():
+                self.buffers[partition] = [op for op in operations if op[1].get("file") != file_name]
+
+    def open_marker(self, batch_id: str, run_id: str, employee_id: str, now: datetime) -> None:
+        """Before the AtHoc call: note that this batch's history is about to be owed (see the module doc).
+
+        `employee_id` must be one whose entry this batch writes: the marker lives in its partition, so its
+        delete joins that partition's last transaction.
+        """
+        if not self.enabled or self.state is None:
+            return
+        key = {
+            "PartitionKey": employee_partition(HISTORY_PARTITION_PREFIX, employee_id),
+            "RowKey": MARKER_PREFIX + batch_id,
+        }
+        marker = {**key, "batch_id": batch_id, "run_id": run_id, "created_at": now}
+        try:
+            self.state.table(HISTORY_TABLE).upsert_entity(marker)
+            self.requests += 1
+            self.marker = key
+        except AzureError as error:
+            log.warning("could not write the history marker of batch %s: %s", batch_id, brief_error(error))
+
+    def flush(self) -> None:
+        """Write everything buffered (the marker's delete with its partition's last transaction)."""
+        if not self.enabled:
+            return
+        marker, self.marker = self.marker, None
+        if marker is not None:
+            self.buffers.setdefault(marker["PartitionKey"], []).append(("delete", dict(marker)))
+        for partition in list(self.buffers):
+            operations = self.buffers.pop(partition)
+            for start in range(0, len(operations), TRANSACTION_LIMIT):
+                self._submit(partition, operations[start : start + TRANSACTION_LIMIT])
+
+    def _submit(self, partition: str, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        assert self.state is not None
+        entries = sum(1 for op in operations if op[0] == "upsert")
+        try:
+            requests = self.state._transact(HISTORY_TABLE, operations)
+            with self._lock:
+                self.requests += requests
+                self.written += entries
+        except AzureError as error:
+            with self._lock:
+                self.not_written += entries
+            log.warning(
+                "history not written for %d events (partition %s): %s; the batch itself is unaffected",
+                entries,
+                partition,
+                brief_error(error),
+            )
+
+
+# ---------------------------------------------------------------- markers (gaps)
+
+
+@dataclass(frozen=True)
+class HistoryGap:
+    batch_id: str
+    run_id: str
+    created_at: datetime
+
+    @property
+    def message(self) -> str:
+        return (
+            f"history gap: batch {self.batch_id} of run {self.run_id} (started {self.created_at.isoformat()}) "
+            "was not recorded; its events may be missing from explain"
+        )
+
+
+def take_history_gaps(state: StateStore, older_than: datetime, own_run_id: str) -> list[HistoryGap]:
+    """Markers of batches that died between the AtHoc call and the history write: returned and deleted."""
+    table = state.table(HISTORY_TABLE)
+    gaps: list[HistoryGap] = []
+    deletes: list[tuple[str, dict[str, Any]]] = []
+    # One key-range query per partition (every RowKey starting with '"'): a range across partitions would
+    # make the service walk every entry of the table, 30 days of history, at every sweep.
+    partitions = (f"{HISTORY_PARTITION_PREFIX}-{n:02d}" for n in range(BUCKETS[HISTORY_PARTITION_PREFIX]))
+    markers = (
+        entity
+        for partition in partitions
+        for entity in table.query_entities(f"PartitionKey eq '{partition}' and RowKey ge '\"' and RowKey lt '#'")
+    )
+    for entity in markers:
+        created = as_utc(entity.get("created_at") or entity["Timestamp"])
+        if created >= older_than or str(entity.get("run_id", "")) == own_run_id:
+            continue
+        gaps.append(HistoryGap(str(entity.get("batch_id", "")), str(entity.get("run_id", "")), created))
+        deletes.append(("delete", {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"]}))
+    if deletes:
+        state._transact(HISTORY_TABLE, deletes)
+    return sorted(gaps, key=lambda gap: gap.created_at)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def employee_history(state: StateStore, employee_id: str, since: datetime) -> list[HistoryEntry]:
+    """The employee's entries decided at or after `since`, newest first: one partition range query."""
+    key = encode_key(employee_id)
+    newest_allowed = INVERTED_BASE - int(since.timestamp() * 1000)
+    query = (
+        f"PartitionKey eq '{employee_partition(HISTORY_PARTITION_PREFIX, employee_id)}' "
+        f"and RowKey ge '{_odata(key)}|' and RowKey lt '{_odata(key)}|{newest_allowed + 1:013d}'"
+    )
+    entries = [
+        HistoryEntry.from_entity(entity)
+        for entity in state.table(HISTORY_TABLE).query_entities(query, results_per_page=1000)
+        if str(entity.get("employee_id", employee_id)) == employee_id  # an id containing "|" shares the range
+    ]
+    # Within one decision (same instant) the newer event first, so the winner tops its superseded rows.
+    entries.sort(key=lambda e: (e.decided_at, e.event_time or datetime.min, e.row or 0), reverse=True)
+    return entries
+
+
+def purge_history(state: StateStore, before: datetime) -> int:
+    """Delete entries decided before `before` (the retention pass); markers are left to the gap check."""
+    table = state.table(HISTORY_TABLE)
+    query = (
+        f"{_ALL_PARTITIONS} and decided_at lt datetime'{before.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z'"
+    )
+    old = [
+        ("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]})
+        for e in table.query_entities(query, select=["PartitionKey", "RowKey", "decided_at"], results_per_page=1000)
+        if not str(e["RowKey"]).startswith(MARKER_PREFIX) and as_utc(e["decided_at"]) < before
+    ]
+    state._transact(HISTORY_TABLE, old)
+    return len(old)
+
+
+def _odata(text: str) -> str:
+    return text.replace("'", "''")
+
+
+# ---------------------------------------------------------------- last applied (the drift baseline)
+
+
+@dataclass(frozen=True)
+class LastApplied:
+    """What this app last set in AtHoc for an employee. `event_time` is None after a stale clear."""
+
+    value: str
+    event_time: datetime | None
+    applied_at: datetime
+    login: str
+
+    def properties(self) -> dict[str, Any]:
+        """Extra properties of the watermark entity (merged: the watermark itself is left as it is)."""
+        return {
+            "last_value": self.value,
+            "last_event_time": self.event_time.isoformat() if self.event_time is not None else "",
+            "last_applied_at": self.applied_at.astimezone(UTC),
+            "last_login": self.login,
+        }
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> LastApplied | None:
+        if entity.get("last_applied_at") is None:
+            return None
+        event_time = entity.get("last_event_time")
+        return cls(
+            value=str(entity.get("last_value") or ""),
+            event_time=datetime.fromisoformat(str(event_time)) if event_time else None,
+            applied_at=as_utc(entity["last_applied_at"]),
+            login=str(entity.get("last_login") or ""),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "event_time": self.event_time.isoformat() if self.event_time is not None else None,
+            "applied_at": self.applied_at.isoformat(),
+        }
+
+
+def _employee_row(state: StateStore, suffix: str, prefix: str, employee_id: str) -> Mapping[str, Any] | None:
+    """One point read of an employee's row in a hashed table (watermarks, mappings); None when absent."""
+    try:
+        return state.table(suffix).get_entity(employee_partition(prefix, employee_id), encode_key(employee_id))
+    except ResourceNotFoundError:
+        return None
+
+
+def last_applied_of(state: StateStore, employee_id: str) -> LastApplied | None:
+    entity = _employee_row(state, "watermarks", WATERMARK_PARTITION_PREFIX, employee_id)
+    return LastApplied.from_entity(entity) if entity is not None else None
+
+
+def all_last_applied(state: StateStore) -> dict[str, LastApplied]:
+    """employee id -> last applied, for every employee this app ever set (one paged query)."""
+    found: dict[str, LastApplied] = {}
+    for entity in state._query_all("watermarks", WATERMARK_PARTITION_PREFIX):
+        applied = LastApplied.from_entity(entity)
+        if applied is not None:
+            found[decode_key(str(entity["RowKey"]))] = applied
+    return found
+
+
+def save_last_applied(state: StateStore, applied: Mapping[str, LastApplied]) -> int:
+    """Merge `last_applied` into the employees' watermark entities (cleanup and reconcile; the pipeline
+    passes them with its watermarks instead). Returns the number of requests."""
+    operations = [
+        (
+            "upsert",
+            {
+                "PartitionKey": employee_partition(WATERMARK_PARTITION_PREFIX, employee_id),
+                "RowKey": encode_key(employee_id),
+                **value.properties(),
+            },
+        )
+        for employee_id, value in sorted(applied.items())
+    ]
+    return state._transact("watermarks", operations)
+
+
+def record_set_outside_pipeline(state: StateStore, changes: Iterable[tuple[HistoryEntry, LastApplied]]) -> int:
+    """Cleanup and reconcile, after AtHoc confirmed: `last_applied` first (the drift baseline), then the
+    history entries. Storage failures are logged, never raised (AtHoc already holds the values).
+    Returns how many history entries could not be written."""
+    changes = list(changes)
+    if not changes:
+        return 0
+    try:
+        save_last_applied(state, {entry.employee_id: applied for entry, applied in changes})
+    except AzureError as error:
+        log.warning("could not save last_applied of %d users: %s", len(changes), brief_error(error))
+    writer = HistoryWriter(state)
+    writer.add_all(entry for entry, _ in changes)
+    writer.flush()
+    return writer.not_written
+
+
+def mapped_login(state: StateStore, employee_id: str) -> str | None:
+    entity = _employee_row(state, "mappings", MAPPING_PARTITION_PREFIX, employee_id)
+    return str(entity.get("login") or "") or None if entity is not None else None
+
+
+def employees_by_login(mappings: Mapping[str, str]) -> dict[str, str]:
+    """casefolded login -> employee id (the mapping turned round, for cleanup and reconcile)."""
+    return {login.casefold(): employee_id for employee_id, login in mappings.items()}
