@@ -25,6 +25,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def status(req: func.HttpRequest) -> func.HttpResponse:
     """The same report as `python -m shared.cli status --json`; HTML for browsers (Accept or ?format=html).
+    With `?employee=ID[&days=N]`: that employee's decisions, as `python -m shared.cli explain ID --json`.
 
     Invalid settings or unreachable storage answer 503 naming the cause (never a secret), not a bare 500.
     """
@@ -34,5 +35,24 @@ def status(req: func.HttpRequest) -> func.HttpResponse:
     wants_html = req.params.get("format") == "html" or (
         "text/html" in req.headers.get("accept", "") and req.params.get("format") != "json"
     )
+    employee = req.params.get("employee")
+    if employee is not None:
+        return _explain(req, employee, wants_html)
     answer = status_http(process_runtime, wants_html)
     return func.HttpResponse(answer.body, status_code=answer.status_code, mimetype=answer.mimetype, charset="utf-8")
+
+
+def _explain(req: func.HttpRequest, employee: str, wants_html: bool) -> func.HttpResponse:
+    from shared.explain import explain_http, parse_days
+    from shared.runtime import process_runtime
+
+    try:
+        days = parse_days(req.params.get("days"))
+    except ValueError:
+        body = json.dumps({"error": "days must be a positive number"})
+        return func.HttpResponse(body, status_code=400, mimetype="application/json")
+    if not employee.strip():
+        body = json.dumps({"error": "employee must name an employee id"})
+        return func.HttpResponse(body, status_code=400, mimetype="application/json")
+    code, body, mimetype = explain_http(process_runtime, employee, wants_html, days)
+    return func.HttpResponse(body, status_code=code, mimetype=mimetype, charset="utf-8")

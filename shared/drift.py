@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -107,7 +107,8 @@ class DriftStatus:
     listed: tuple[dict[str, Any], ...] = field(default=(), compare=False)  # the first drifted users, for pages
 
     def to_json(self) -> dict[str, Any]:
-        return {"checked_at": self.checked_at.isoformat(), "drifted": self.drifted, "repaired": self.repaired}
+        checked_at = self.checked_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return {"checked_at": checked_at, "drifted": self.drifted, "repaired": self.repaired}
 
     def to_entity(self) -> dict[str, Any]:
         import json
@@ -138,8 +139,9 @@ def status_json(drift: DriftStatus | None) -> dict[str, Any] | None:
     return drift.to_json() if drift is not None else None
 
 
-def verdict_reason(drift: DriftStatus | None) -> str | None:
-    """A sentence for the status verdict when AtHoc still differs from this app, else None."""
+def verdict_reason(drift: DriftStatus | None, checked: str) -> str | None:
+    """A sentence for the status verdict when AtHoc still differs from this app, else None.
+    `checked` is the check's time as the reader's page shows times (the org's local time)."""
     if drift is None:
         return None
     left = drift.drifted - drift.repaired
@@ -147,8 +149,8 @@ def verdict_reason(drift: DriftStatus | None) -> str | None:
         return None
     users = "user's" if left == 1 else "users'"
     return (
-        f"{left} {users} duty value in AtHoc differs from what this app last set (checked "
-        f"{drift.checked_at.strftime('%Y-%m-%d %H:%M')} UTC); see `reconcile`, or `reconcile --apply` to set them back"
+        f"{left} {users} duty value in AtHoc differs from what this app last set (checked {checked}); "
+        "see `reconcile`, or `reconcile --apply` to set them back"
     )
 
 

@@ -249,21 +249,18 @@ def explain_http(
 
     503 naming the cause (never a secret) when settings or storage fail, like the status report.
     """
+    from shared.status_page import page_html, render_error_html, unavailable_cause  # the status page's look
+
     try:
         result = explain(runtime_factory(), employee_id.strip(), days=days)
     except Exception as error:  # an operator page must say what is wrong, whatever it is
-        from shared.status_page import unavailable_cause
-
         cause = unavailable_cause(error)
         if wants_html:
-            return 503, f"<p>explain unavailable: {html.escape(cause)}</p>", "text/html"
+            return 503, render_error_html(cause), "text/html"
         return 503, json.dumps({"error": cause}), "application/json"
     if wants_html:
-        page = (
-            '<!doctype html><html><head><meta charset="utf-8"><title>Explain</title></head><body>'
-            f"{render_html_fragment(result)}</body></html>"
-        )
-        return 200, page, "text/html"
+        title = f"BOBO Sync: employee {result.employee_id}, on duty or not, and why"
+        return 200, page_html(title, f"<h1>{html.escape(title)}</h1>{render_html_fragment(result)}"), "text/html"
     return 200, json.dumps(result.to_json(), default=str), "application/json"
 
 

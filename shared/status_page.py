@@ -68,6 +68,11 @@ def text_lines(report: StatusReport) -> list[str]:
     if report.files_failed > FAILED_FILES_IN_TEXT:
         lines.append(f"  ... and {report.files_failed - FAILED_FILES_IN_TEXT} more (see --json)")
     lines += [_last_run_line(kind, run, zone, now) for kind, run in report.last_runs.items()]
+    if report.drift is not None:
+        lines.append(
+            f"drift: {report.drift.drifted} users differed from what this app set, {report.drift.repaired} set back "
+            f"(checked {local_time(report.drift.checked_at, zone, now)})"
+        )
     day = report.last_24h
     lines.append(
         f"last 24 hours: {day.files_processed} files processed, {day.files_failed} failed, "
@@ -186,6 +191,11 @@ def render_html(report: StatusReport) -> str:
     return "\n".join(parts)
 
 
+def page_html(title: str, body: str) -> str:
+    """Any page of this app with the status page's look and its Content-Security-Policy (`body` is HTML)."""
+    return _HEAD + f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>{body}</main></body></html>"
+
+
 def render_error_html(cause: str) -> str:
     """The page when no report could be built: the cause, and the command that explains it."""
     return (
@@ -222,6 +232,9 @@ def _figures_html(report: StatusReport) -> str:
         ("users updated", day.users_updated, f"{day.users_not_found} not found"),
         ("unmapped employees", day.unmapped_employees, "last 24 h"),
     ]
+    if report.drift is not None:
+        checked = _when(report.drift.checked_at, report.zone, report.generated_at)
+        figures.append(("drifted in AtHoc", report.drift.drifted, f"{report.drift.repaired} set back; {checked}"))
     cells = "".join(
         f"<div class=figure><span class=n>{_e(n)}</span><span class=l>{_e(label)}<br>{_e(note)}</span></div>"
         for label, n, note in figures

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from shared import SERVICE_NAME, __version__
+from shared.drift import DriftStatus, load_drift_status, verdict_reason
+from shared.drift import status_json as drift_json
 from shared.jobs import PROCESS_DAY_COUNTS, ProcessDayCounts
 from shared.state import FileRecord, JobKind, JobStatus, Outcome, RunRecord, utcnow
 from shared.storage import probe_storage
@@ -162,6 +164,7 @@ class StatusReport:
     last_24h: DayTotals
     hourly: tuple[HourBucket, ...]  # HOURS buckets, oldest first, the last one the current (partial) hour
     recent_runs: tuple[RunSummary, ...]  # newest first
+    drift: DriftStatus | None = None  # the last drift check (None before the first): docs/history.md
 
     @property
     def zone(self) -> ZoneInfo:
@@ -187,6 +190,7 @@ class StatusReport:
             "last_24h": self.last_24h.to_json(),
             "hourly": [bucket.to_json() for bucket in self.hourly],
             "recent_runs": [run.to_json() for run in self.recent_runs],
+            "drift": drift_json(self.drift),
         }
 
 
@@ -221,6 +225,7 @@ def build_status(runtime: Runtime, now: datetime | None = None) -> StatusReport:
         last_24h=_day_totals(runs),
         hourly=_hourly(runs, now, settings.timezone),
         recent_runs=tuple(_run_summary(run) for run in runs[:RECENT_RUNS_LISTED]),
+        drift=load_drift_status(state),
     )
     health = verdict(report, jobs, settings.mapping_max_age_days, settings.timezone, now)
     return dataclasses.replace(report, health=health)
@@ -327,6 +332,9 @@ def verdict(
     reasons += _mapping_reasons(jobs[JobKind.SYNC_MAPPINGS], mapping_max_age_days, auth_failing, zone, now)
     reasons += _job_reasons(jobs, auth_failing, zone, now)
     reasons += _file_reasons(report)
+    if report.drift is not None:
+        drifted = verdict_reason(report.drift, local_time(report.drift.checked_at, zone, now))
+        reasons += [drifted] if drifted else []
     return Health(healthy=not reasons, reasons=tuple(reasons))
 
 

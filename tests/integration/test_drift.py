@@ -16,6 +16,8 @@ from shared.reconcile import check_drift, run_reconcile
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.state import utcnow
+from shared.status_page import render_html, text_lines
+from shared.status_report import build_status
 from tests.helpers import bon, csv_of, login_of, run_cli, seed_users, upload
 
 DUTY = "On-Duty-DTG"
@@ -49,6 +51,11 @@ def test_drift_round_trip(make_test_env, athoc_sim) -> None:
     status = load_drift_status(runtime.state)
     assert status is not None and (status.drifted, status.repaired) == (1, 0)
     assert duty(athoc_sim, "1") == "01/01/2020 08:00:00"
+    # The status report, its verdict and its page name it.
+    report = build_status(runtime)
+    assert {k: report.to_json()["drift"][k] for k in ("drifted", "repaired")} == {"drifted": 1, "repaired": 0}
+    assert [r for r in report.health.reasons if r.startswith("1 user's duty value in AtHoc differs")]
+    assert "drifted in AtHoc" in render_html(report) and any(line.startswith("drift: 1") for line in text_lines(report))
 
     # reconcile --apply sets it back and records it.
     done = cli(env, "reconcile", "--apply", "--json")
@@ -77,6 +84,7 @@ def test_drift_round_trip(make_test_env, athoc_sim) -> None:
     assert explained["events"][0]["value_sent"] == "22/10/2025 10:00:00"
     status = load_drift_status(runtime.state)
     assert status is not None and (status.drifted, status.repaired) == (1, 1)
+    assert not [r for r in build_status(runtime).health.reasons if "differs from what this app last set" in r]
 
     # A later, newer BOBO event still wins; the next check finds everyone in sync.
     upload(runtime, "b.csv", csv_of(bon("1", "20251022120000")))

@@ -153,3 +153,29 @@ def test_status_with_storage_down_is_503_fast_and_keeps_the_key_secret(make_test
     text = response.get_body().decode()
     assert json.loads(text)["error"].startswith("storage unreachable: ")
     assert AZURITE_KEY not in text and "AccountKey" not in text
+
+
+def test_status_for_one_employee_is_explain(make_test_env, athoc_sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`GET /api/status?employee=ID`: the explain JSON (contract keys), or a page with the status page's look."""
+    from shared.pipeline import drain
+    from tests.helpers import bon, csv_of, login_of, seed_users, upload
+
+    use_environment(monkeypatch, make_test_env(BOBO_TIMEZONE="Europe/London"))
+    runtime = shared.runtime.process_runtime()
+    seed_users(athoc_sim, runtime, ["00123"])
+    upload(runtime, "a.csv", csv_of(bon("00123", "20251022074142")))
+    assert drain(runtime).users_updated == 1
+
+    response = handler("status")(get("status", params={"employee": " 123 ", "days": "2"}))
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    explained = json.loads(response.get_body())
+    assert set(explained) >= {"employee_id", "login", "last_applied", "events"}
+    assert explained["login"] == login_of("00123")
+    assert [(e["outcome"], e["file"], e["row"]) for e in explained["events"]] == [("applied", "a.csv", 1)]
+
+    page = handler("status")(get("status", params={"employee": "00123", "format": "html"}))
+    text = page.get_body().decode("utf-8")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "Content-Security-Policy" in text and "a.csv" in text and "<script" not in text.lower()
+
+    assert handler("status")(get("status", params={"employee": "123", "days": "soon"})).status_code == 400

@@ -103,7 +103,7 @@ def seeded(make_runtime) -> Seeded:
 def test_contract_keys_and_types(seeded: Seeded) -> None:
     report = build_status(seeded.runtime, now=seeded.now).to_json()
 
-    # The contract's keys (section 6) and the operator's extras, in the order readers of the raw JSON see them.
+    # The documented keys (docs/design.md#command-line) and the extras, in the order readers of the JSON see them.
     assert list(report) == [
         "service",
         "version",
@@ -122,7 +122,9 @@ def test_contract_keys_and_types(seeded: Seeded) -> None:
         "last_24h",
         "hourly",
         "recent_runs",
+        "drift",
     ]
+    assert report["drift"] is None  # no drift check yet
 
     assert report["mappings_total"] == 3
     assert report["files_pending"] == 2

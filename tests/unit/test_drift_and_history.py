@@ -44,11 +44,12 @@ def test_find_drift_compares_only_users_this_app_set() -> None:
 
 
 def test_verdict_names_drift_left_unrepaired() -> None:
-    assert verdict_reason(None) is None
-    assert verdict_reason(DriftStatus(READ, 3, 3)) is None
-    reason = verdict_reason(DriftStatus(READ, 3, 1))
+    assert verdict_reason(None, "12:00") is None
+    assert verdict_reason(DriftStatus(READ, 3, 3), "12:00") is None
+    reason = verdict_reason(DriftStatus(READ, 3, 1), "12:00")
     assert reason is not None and reason.startswith("2 users'") and "reconcile --apply" in reason
-    assert DriftStatus(READ, 3, 1).to_json() == {"checked_at": READ.isoformat(), "drifted": 3, "repaired": 1}
+    assert "(checked 12:00)" in reason
+    assert DriftStatus(READ, 3, 1).to_json() == {"checked_at": "2025-10-22T12:00:00Z", "drifted": 3, "repaired": 1}
 
 
 @pytest.mark.parametrize(
