@@ -112,7 +112,8 @@ def run(as_json: bool = False) -> int:
             runtime.storage.write_blob(settings.incoming_container, name, body)
         out(f"2. Uploaded {len(files)} files to {settings.incoming_container}")
 
-        from shared.pipeline import ProcessReport, ingest_blob
+        from shared.pipeline import ingest_blob
+        from shared.process_report import ProcessReport
 
         reports: list[ProcessReport] = []
         lock = threading.Lock()
