@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
 
     logcontext.install()
     try:
-        settings = Settings.from_env(load_local_settings(ROOT, env))
+        environment = load_local_settings(ROOT, env)
+        settings = Settings.from_env(environment)
     except SettingsError as error:
         if args.command == "check":
             # `check` reports bad settings as its first failed check rather than refusing to run.
@@ -142,8 +143,11 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
 
             return _emit(settings_failure_result(error), args)
         return _fail(str(error), ExitCode.SETTINGS, args)
+    from shared import telemetry
+
+    telemetry.configure(environment)  # exports only with APPLICATIONINSIGHTS_CONNECTION_STRING
     try:
-        result = COMMANDS[args.command](settings, args)
+        result = _run_command(settings, args)
     except CommandFailed as error:
         return _fail(str(error), error.exit_code, args)
     except Exception as error:  # the contract promises a cause, never a traceback
@@ -154,6 +158,16 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
         logging.getLogger("shared.cli").debug("command failed", exc_info=True)
         return _fail(f"{args.command} failed: {error.__class__.__name__}: {_first_line(error)}", ExitCode.FAILED, args)
     return _emit(result, args)
+
+
+def _run_command(settings: Settings, args: argparse.Namespace) -> CommandResult:
+    """The command, then what telemetry buffered, pushed within its budget (a lost export never fails it)."""
+    from shared import telemetry
+
+    try:
+        return COMMANDS[args.command](settings, args)
+    finally:
+        telemetry.flush()
 
 
 def _emit(result: CommandResult, args: argparse.Namespace) -> int:

@@ -15,13 +15,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from azure.core.exceptions import AzureError
 
-from shared.logcontext import brief_error, log_run_summary, run_context
+from shared.logcontext import brief_error
 from shared.settings import Settings, SettingsError
 from shared.state import FileRecord, FileState, JobKind, Outcome, RunRecord, utcnow
+
+if TYPE_CHECKING:
+    from shared.jobs import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -337,9 +340,11 @@ def operator_name() -> str:
 
 def retry_failed(runtime: Any, names: list[str] | None = None, *, operator: str | None = None) -> RetryResult:
     """Move the named failed files (all with None) back to incoming, attempts reset, and log who did it."""
+    from shared.jobs import start_job  # here: `check` and the command line's start stay light
+
     runtime.ensure_ready()
-    with run_context(JobKind.RETRY_FAILED) as run_id:
-        result = RetryResult(operator=operator or operator_name(), run_id=run_id)
+    with start_job(JobKind.RETRY_FAILED, trigger="cli") as job:
+        result = RetryResult(operator=operator or operator_name(), run_id=job.run_id)
         started = utcnow()
         settings = runtime.settings
         failed = runtime.storage.container(settings.failed_container)
@@ -352,7 +357,7 @@ def retry_failed(runtime: Any, names: list[str] | None = None, *, operator: str 
             for done, name in enumerate((n for n in wanted if n in available), start=1):
                 _retry_one(runtime, available[name], records, result)
                 show(done, len(wanted) - len(result.not_found))
-        _record_retry(runtime, result, started)
+        _record_retry(runtime, job, result, started)
         return result
 
 
@@ -404,7 +409,7 @@ def move_to_incoming(runtime: Any, blob: Any, preferred_name: str, now: datetime
     return moved.destination_name, copied.etag, copied.size
 
 
-def _record_retry(runtime: Any, result: RetryResult, started: datetime) -> None:
+def _record_retry(runtime: Any, job: JobRun, result: RetryResult, started: datetime) -> None:
     outcome = Outcome.FAILED if result.errors else Outcome.SUCCESS
     run = RunRecord(
         kind=JobKind.RETRY_FAILED,
@@ -423,15 +428,12 @@ def _record_retry(runtime: Any, result: RetryResult, started: datetime) -> None:
         },
     )
     runtime.state.finish_run(run)
-    log_run_summary(
+    job.log_summary(
         log,
-        JobKind.RETRY_FAILED,
         str(outcome),
         f"retry-failed by {result.operator}: {len(result.moved)} files moved back to incoming",
-        level=logging.ERROR if result.errors else logging.INFO,
-        trigger="cli",
+        failed=bool(result.errors),
         operator=result.operator,
         moved=len(result.moved),
         not_found=len(result.not_found),
-        duration_seconds=round((utcnow() - started).total_seconds(), 3),
     )
