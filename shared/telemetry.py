@@ -108,6 +108,7 @@ def _configure_once(env: Mapping[str, str]) -> str:
     if not connection_string:
         return "off"
     if _sdk_already_installed():
+        _keep_exporter_logs_local()
         return "worker"
     try:
         from azure.monitor.opentelemetry import configure_azure_monitor
@@ -121,12 +122,32 @@ def _configure_once(env: Mapping[str, str]) -> str:
             enable_live_metrics=False,
             resource=_resource(),
             timeout=EXPORT_TIMEOUT_SECONDS,
+            # azure-core's default retry policy retries an unreachable endpoint with back-off for minutes,
+            # and the command line's exit waits for it; the next export is the retry.
+            retry_total=0,
             disable_offline_storage=True,  # a lost export is lost; no retry files on the instance's disk
         )
     except Exception as error:  # a broken exporter must not fail the run; the logs still go to stderr
         log.warning("telemetry is off: the Azure Monitor exporter could not be configured: %s", type(error).__name__)
         return "off"
+    _keep_exporter_logs_local()
     return "distro"
+
+
+# Loggers whose records must not be exported: the exporter's own "could not send" warning, exported,
+# fails again and logs again, and a flush never ends while the endpoint is unreachable.
+_OWN_LOGGERS = ("azure.monitor.opentelemetry", "opentelemetry", "azure.core.pipeline")
+
+
+def _not_from_the_exporter(record: logging.LogRecord) -> bool:
+    return not record.name.startswith(_OWN_LOGGERS)
+
+
+def _keep_exporter_logs_local() -> None:
+    """Filter the exporter's own records out of the OpenTelemetry log handlers (stderr still has them)."""
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "LoggingHandler" and _not_from_the_exporter not in handler.filters:
+            handler.addFilter(_not_from_the_exporter)
 
 
 def _sdk_already_installed() -> bool:

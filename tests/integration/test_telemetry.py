@@ -30,17 +30,17 @@ def memory() -> Iterator[Memory]:
         app_logger.setLevel(level)
 
 
-def _one_batch(make_runtime: Any, athoc_sim: Any) -> tuple[Any, Any]:
+def _one_batch(make_runtime: Any, athoc_sim: Any) -> Any:
     runtime = make_runtime()
     seed_users(athoc_sim, runtime, ["101", "102"])
     upload(runtime, "good.csv", csv_of(bon("101", "20251022074142"), bof("102", "20251022074155")))
     upload(runtime, "mixed.csv", csv_of(bon("101", "20251022080000"), "BON,not-a-row"))
-    return runtime, drain(runtime, trigger="sweep_incoming")
+    return drain(runtime, trigger="sweep_incoming")
 
 
 def test_one_batch_is_one_span_tree_with_the_report_as_attributes(memory, make_runtime, athoc_sim) -> None:
     before = memory.metric_points()
-    runtime, report = _one_batch(make_runtime, athoc_sim)
+    report = _one_batch(make_runtime, athoc_sim)
     assert report.files_processed == 2 and report.rows_rejected >= 1  # the run this test describes
 
     spans = memory.spans.get_finished_spans()
@@ -117,15 +117,17 @@ def test_athoc_dependency_is_a_client_span_without_query_or_secret(memory, athoc
     assert not any("sim-secret-value" in str(value) for value in span.attributes.values())
     outcome = telemetry.outcome_of_status(answer.status_code)
     after = memory.metric_points()
-    key = ("bobo.athoc.call.duration", (("operation", "users/search/basic"), ("outcome", outcome), ("server.address", host)))
+    labels = (("operation", "users/search/basic"), ("outcome", outcome), ("server.address", host))
+    key = ("bobo.athoc.call.duration", labels)
     assert after[key].count == (before[key].count if key in before else 0) + 1
 
 
 def test_an_unreachable_athoc_is_a_connection_outcome(memory) -> None:
-    with pytest.raises(requests.ConnectionError):
-        with telemetry.athoc_dependency("token", "POST", "http://127.0.0.1:9/AuthServices/Auth/connect/token", 1):
-            requests.post("http://127.0.0.1:9/AuthServices/Auth/connect/token", timeout=5)
+    url = "http://127.0.0.1:9/AuthServices/Auth/connect/token"  # nothing listens on the discard port
+    with pytest.raises(requests.ConnectionError), telemetry.athoc_dependency("token", "POST", url, 1):
+        requests.post(url, timeout=5)
     span = next(s for s in memory.spans.get_finished_spans() if s.kind.name == "CLIENT")
     assert span.status.status_code.name == "ERROR" and span.attributes["error.type"] == "ConnectionError"
     points = memory.metric_points()
-    assert ("bobo.athoc.call.duration", (("operation", "token"), ("outcome", "connection"), ("server.address", "127.0.0.1"))) in points
+    labels = (("operation", "token"), ("outcome", "connection"), ("server.address", "127.0.0.1"))
+    assert ("bobo.athoc.call.duration", labels) in points
