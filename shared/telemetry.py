@@ -51,6 +51,7 @@ _meter = metrics.get_meter("shared")
 
 # The run counts that become counters: count name in shared.jobs -> metric name.
 COUNTED = {
+    "files_seen": "bobo.files.seen",  # "files in": a file waiting for a retry is seen again by the next run
     "files_processed": "bobo.files.processed",
     "files_failed": "bobo.files.failed",
     "files_retry": "bobo.files.retried",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -81,6 +82,9 @@ def test_one_batch_is_one_span_tree_with_the_report_as_attributes(memory, make_r
     for item in records:
         assert item.log_record.attributes["run_id"] == report.run_id
         assert item.log_record.attributes["job_kind"] == "process"
+    rejected = [r.log_record.attributes for r in records if str(r.log_record.body).startswith("rows rejected:")]
+    assert len(rejected) == 1 and rejected[0]["file_name"] == "mixed.csv"
+    assert sum(json.loads(rejected[0]["reject_reasons"]).values()) == report.rows_rejected
     summary = [r for r in records if "process success" in str(r.log_record.body)]
     assert summary and summary[0].log_record.attributes["files_processed"] == report.files_processed
 
