@@ -320,4 +320,4 @@ output BOBO_INCOMING_CONTAINER_NAME string = boboSettings.BOBO_INCOMING_CONTAINE
 output BOBO_EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.name
 output ATHOC_CLIENT_SECRET_KV_NAME string = athocClientSecretName
 output ATHOC_PASSWORD_KV_NAME string = athocPasswordName
-output BOBO_WORKBOOK_URL string = workbook.outputs.url
+output MONITORING_WORKBOOK_URL string = workbook.outputs.url

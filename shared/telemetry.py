@@ -284,3 +284,14 @@ def athoc_dependency(operation: str, method: str, url: str, attempt: int) -> Ite
             _athoc_duration.record(
                 time.monotonic() - started, {"operation": operation, "outcome": call.outcome, "server.address": host}
             )
+
+
+# --- the portal ---------------------------------------------------------------------------------------------
+
+WORKBOOK_URL = "MONITORING_WORKBOOK_URL"  # app setting written by infra (workbook.bicep's portal address)
+
+
+def workbook_url(env: Mapping[str, str] | None = None) -> str:
+    """The monitoring workbook's portal address for the status page, or "" where none is deployed (locally)."""
+    url = (os.environ if env is None else env).get(WORKBOOK_URL, "").strip()
+    return url if url.startswith("https://") else ""

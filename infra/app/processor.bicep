@@ -128,7 +128,7 @@ var platformSettings = {
   // AtHoc calls are reported by the app, path only (shared/telemetry.py athoc_dependency), not by these.
   OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: 'requests,urllib,urllib3'
   // The portal link on the status page (shared/telemetry.py workbook_url).
-  BOBO_WORKBOOK_URL: workbookUrl
+  MONITORING_WORKBOOK_URL: workbookUrl
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
