@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
 
     telemetry.configure(environment)  # exports only with APPLICATIONINSIGHTS_CONNECTION_STRING
     try:
-        result = _run_command(settings, args)
+        result = COMMANDS[args.command](settings, args)
     except CommandFailed as error:
         return _fail(str(error), error.exit_code, args)
     except Exception as error:  # the contract promises a cause, never a traceback
@@ -158,16 +158,6 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
         logging.getLogger("shared.cli").debug("command failed", exc_info=True)
         return _fail(f"{args.command} failed: {error.__class__.__name__}: {_first_line(error)}", ExitCode.FAILED, args)
     return _emit(result, args)
-
-
-def _run_command(settings: Settings, args: argparse.Namespace) -> CommandResult:
-    """The command, then what telemetry buffered, pushed within its budget (a lost export never fails it)."""
-    from shared import telemetry
-
-    try:
-        return COMMANDS[args.command](settings, args)
-    finally:
-        telemetry.flush()
 
 
 def _emit(result: CommandResult, args: argparse.Namespace) -> int:
@@ -195,5 +185,15 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300] if text else error.__class__.__name__
 
 
+def run_and_exit() -> int:
+    """`python -m shared.cli`: the command, then what telemetry buffered, sent within its budget."""
+    try:
+        return main()
+    finally:
+        from shared import telemetry
+
+        telemetry.shutdown()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_and_exit())

@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 SERVICE_NAME = "bobo-sync"
-# The exporter's HTTP timeout (seconds): an unreachable or silent endpoint costs at most this per export,
-# and the command line's final flush is bounded by FLUSH_BUDGET_SECONDS in all (contract: at most 15 s).
+# The exporter's HTTP timeouts (seconds): an unreachable or silent endpoint costs at most this per export,
+# and the command line's exit waits SHUTDOWN_BUDGET_SECONDS at most in all (contract: at most 15 s).
 EXPORT_TIMEOUT_SECONDS = 5.0
-FLUSH_BUDGET_SECONDS = 10.0
+SHUTDOWN_BUDGET_SECONDS = 8.0
 # The requests/urllib instrumentations would record AtHoc's full URLs; athoc_dependency reports those
 # calls itself, path only.
 DISABLED_INSTRUMENTATIONS = ("requests", "urllib", "urllib3", "django", "fastapi", "flask", "psycopg2", "httpx")
@@ -116,13 +116,22 @@ def _configure_once(env: Mapping[str, str]) -> str:
 
         # Before the distro starts: its instrumentations read this when they are loaded.
         os.environ.setdefault("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", ",".join(DISABLED_INSTRUMENTATIONS))
+        # The SDK's statistics about itself (to Microsoft, and to our own component) run their own meter
+        # providers with azure-core's default 300 s read timeout, and the process's exit waits up to 30 s on
+        # each when an endpoint is silent (measured, bench/telemetry.py). Set "false" to have them anyway.
+        os.environ.setdefault("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+        os.environ.setdefault("APPLICATIONINSIGHTS_SDKSTATS_DISABLED", "true")
         configure_azure_monitor(
             connection_string=connection_string,
             logger_name="",  # the root logger: every app record, with its run_id and extra fields
             sampling_ratio=1.0,  # every span kept, failed ones included: a few runs a minute is little
             enable_live_metrics=False,
+            # Process CPU and memory counters: a second meter provider whose exit waits on its own export; the
+            # Functions host reports the instance's counters itself.
+            enable_performance_counters=False,
             resource=_resource(),
-            timeout=EXPORT_TIMEOUT_SECONDS,
+            timeout=EXPORT_TIMEOUT_SECONDS,  # connecting
+            read_timeout=EXPORT_TIMEOUT_SECONDS,  # azure-core waits 300 s for a silent endpoint's answer
             # azure-core's default retry policy retries an unreachable endpoint with back-off for minutes,
             # and the command line's exit waits for it; the next export is the retry.
             retry_total=0,
@@ -165,22 +174,35 @@ def _resource() -> Any:
     return Resource.create({"service.name": SERVICE_NAME, "service.version": __version__})
 
 
-def flush(budget_seconds: float = FLUSH_BUDGET_SECONDS) -> None:
-    """Push what is buffered (the command line before it exits), within `budget_seconds` in all."""
+def shutdown(budget_seconds: float = SHUTDOWN_BUDGET_SECONDS) -> None:
+    """Export what is buffered and stop the exporters, within `budget_seconds` (the command line's exit).
+
+    The three providers shut down in parallel on daemon threads: each export waits at most the exporter's
+    timeout, and the wait here ends at the budget whatever they do. Once started, the SDK's own exit
+    handlers find them shut down and return at once, so a silent endpoint cannot hold the exit longer.
+    """
     if _configured != "distro":
         return
     from opentelemetry import _logs
 
+    providers = (trace.get_tracer_provider(), _logs.get_logger_provider(), metrics.get_meter_provider())
+    threads = [
+        threading.Thread(target=_quietly, args=(provider.shutdown,), name="bobo-telemetry-exit", daemon=True)
+        for provider in providers
+        if callable(getattr(provider, "shutdown", None))
+    ]
+    for thread in threads:
+        thread.start()
     deadline = time.monotonic() + budget_seconds
-    for provider in (trace.get_tracer_provider(), _logs.get_logger_provider(), metrics.get_meter_provider()):
-        remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
-        force_flush = getattr(provider, "force_flush", None)
-        if force_flush is None or remaining_ms == 0:
-            continue
-        try:
-            force_flush(remaining_ms)
-        except Exception:  # an export failure is the exporter's to log, never the run's
-            log.debug("telemetry flush failed", exc_info=True)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _quietly(stop: Any) -> None:
+    try:
+        stop()
+    except Exception:  # an export failure is the exporter's to log, never the run's
+        log.debug("telemetry shutdown failed", exc_info=True)
 
 
 # --- one span per run -----------------------------------------------------------------------------------
