@@ -4,8 +4,9 @@
    same files, with no connection string, a healthy ingestion stand-in, an unreachable endpoint (nothing
    listens) and a silent one (accepts the connection, never answers). The added time is the median's
    difference to "no telemetry" (contract section 8: at most 15 s).
-2. The cold start: import time and resident memory after `import function_app` (and, with the connection
-   string, the distro configured as the Functions worker does), each in a fresh interpreter.
+2. The cold start: import time and peak resident memory after `import function_app` and the modules the
+   first invocation imports (and, with the connection string, the distro configured as the Functions
+   worker does with PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY), each in a fresh interpreter.
 
 Figures are printed, never asserted: a slow machine gives slow figures, not failures.
 """
@@ -116,6 +117,7 @@ _COLD = """
 import os, resource, sys, time
 started = time.perf_counter()
 import function_app
+import shared.pipeline, shared.mapping_sync, shared.cleanup  # what the first invocation imports
 if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
     from shared import telemetry
     telemetry.configure()
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=20)
     args = parser.parse_args(argv)
     cold = cold_start()
-    print("cold start (import function_app; with: the distro configured too), medians of 5:")
+    print("cold start (import function_app and the job modules; with: the distro configured too), medians of 5:")
     for mode, figures in cold.items():
         print(f"  {mode:8} connection string: {figures}")
     cost = run_cost(args.runs, args.files)
