@@ -186,10 +186,9 @@ def shutdown(budget_seconds: float = SHUTDOWN_BUDGET_SECONDS) -> None:
     from opentelemetry import _logs
 
     providers = (trace.get_tracer_provider(), _logs.get_logger_provider(), metrics.get_meter_provider())
+    stops = [stop for provider in providers if callable(stop := getattr(provider, "shutdown", None))]
     threads = [
-        threading.Thread(target=_quietly, args=(provider.shutdown,), name="bobo-telemetry-exit", daemon=True)
-        for provider in providers
-        if callable(getattr(provider, "shutdown", None))
+        threading.Thread(target=_quietly, args=(stop,), name="bobo-telemetry-exit", daemon=True) for stop in stops
     ]
     for thread in threads:
         thread.start()
