@@ -125,6 +125,9 @@ var platformSettings = {
   // OpenTelemetry (host.json telemetryMode): the Python worker configures the Azure Monitor distro itself
   // (Learn, "Use OpenTelemetry with Azure Functions", Python); shared/telemetry.py then uses its providers.
   PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // Every span kept, failed ones included (the distro's default is a 5-traces-per-second rate limit).
+  OTEL_TRACES_SAMPLER: 'microsoft.fixed_percentage'
+  OTEL_TRACES_SAMPLER_ARG: '1.0'
   // AtHoc calls are reported by the app, path only (shared/telemetry.py athoc_dependency), not by these.
   OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: 'requests,urllib,urllib3'
   // The portal link on the status page (shared/telemetry.py workbook_url).

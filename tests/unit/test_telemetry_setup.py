@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -76,3 +77,26 @@ def test_workbook_url_only_from_a_portal_address() -> None:
     assert telemetry.workbook_url({telemetry.WORKBOOK_URL: url}) == url
     assert telemetry.workbook_url({telemetry.WORKBOOK_URL: "javascript:alert(1)"}) == ""
     assert telemetry.workbook_url({}) == ""
+
+
+def _bicep_setting(name: str) -> str:
+    text = (ROOT / "infra" / "app" / "processor.bicep").read_text(encoding="utf-8")
+    match = re.search(rf"^\s*{name}: '([^']*)'", text, re.MULTILINE)
+    assert match, f"{name} is not set in processor.bicep"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("path", ["worker", "command line"])
+def test_every_span_is_kept(path: str) -> None:
+    # The worker configures the distro with its defaults and the app settings; the command line through
+    # telemetry.configure. Either way the sampler must keep every trace, failed runs included.
+    configure = (
+        "from azure.monitor.opentelemetry import configure_azure_monitor; configure_azure_monitor()"
+        if path == "worker"
+        else "from shared import telemetry; telemetry.configure()"
+    )
+    code = f"{configure}\nfrom opentelemetry import trace\nprint(trace.get_tracer_provider().sampler.get_description())"
+    settings = [f"{name}={_bicep_setting(name)}" for name in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")]
+    environment = [f"APPLICATIONINSIGHTS_CONNECTION_STRING={CONNECTION}", QUIET]
+    description = _child(code, *environment, *(settings if path == "worker" else []))
+    assert description == "ApplicationInsightsSampler1.0"
