@@ -242,10 +242,12 @@ class AtHocCall:
 
     def __init__(self, span: trace.Span) -> None:
         self.span = span
+        self.status_code: int | None = None
         self.outcome = "error"  # until the transport reports a status code
 
     def set_status(self, status_code: int) -> None:
         self.span.set_attribute("http.response.status_code", status_code)
+        self.status_code = status_code
         self.outcome = outcome_of_status(status_code)
         if self.outcome != "success":
             self.span.set_status(Status(StatusCode.ERROR, self.outcome))
@@ -298,7 +300,8 @@ def athoc_dependency(operation: str, method: str, url: str, attempt: int) -> Ite
         try:
             yield call
         except BaseException as error:
-            call.outcome = outcome_of_error(error)
+            if call.status_code is None:  # an answer's status says more than what the caller raised after it
+                call.outcome = outcome_of_error(error)
             span.set_attribute("error.type", type(error).__name__)
             raise
         finally:

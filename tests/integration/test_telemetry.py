@@ -135,3 +135,15 @@ def test_an_unreachable_athoc_is_a_connection_outcome(memory) -> None:
     points = memory.metric_points()
     labels = (("operation", "token"), ("outcome", "connection"), ("server.address", "127.0.0.1"))
     assert ("bobo.athoc.call.duration", labels) in points
+
+
+def test_a_status_then_a_raise_keeps_the_status_outcome(memory, athoc_sim) -> None:
+    url = f"{athoc_sim.url}/api/v2/orgs/DEMO/SyncByCommonNames"
+    with pytest.raises(RuntimeError), telemetry.athoc_dependency("SyncByCommonNames", "POST", url, 3) as call:
+        call.set_status(503)
+        raise RuntimeError("the transport gives up on a 503")  # as a retry loop's last attempt would
+    host = url.split("//")[1].split(":")[0]
+    labels = (("operation", "SyncByCommonNames"), ("outcome", "server_error"), ("server.address", host))
+    assert ("bobo.athoc.call.duration", labels) in memory.metric_points()
+    span = next(s for s in memory.spans.get_finished_spans() if s.kind.name == "CLIENT")
+    assert span.attributes["http.response.status_code"] == 503 and span.status.status_code.name == "ERROR"
