@@ -172,6 +172,17 @@ module monitoring 'app/monitoring.bicep' = {
 
 // Functions host storage: deployment package, host locks and timer state. With separateDataStorage=false it
 // also holds the BOBO containers and tables.
+// The monitoring workbook (docs/operations.md, "In the Azure portal"); the status page links to it.
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
 module hostStorage 'app/storage.bicep' = {
   name: 'hostStorage'
   scope: rg
@@ -259,6 +270,7 @@ module processor 'app/processor.bicep' = {
     boboSettings: boboSettings
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    workbookUrl: workbook.outputs.url
   }
   // The host starts as soon as the app exists: give its identity storage, Key Vault and App Insights access first.
   dependsOn: [
@@ -310,3 +322,4 @@ output BOBO_INCOMING_CONTAINER_NAME string = boboSettings.BOBO_INCOMING_CONTAINE
 output BOBO_EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.name
 output ATHOC_CLIENT_SECRET_KV_NAME string = athocClientSecretName
 output ATHOC_PASSWORD_KV_NAME string = athocPasswordName
+output MONITORING_WORKBOOK_URL string = workbook.outputs.url

@@ -7,7 +7,10 @@ A file leaves incoming only after its copy is complete; one file's failed move n
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -259,6 +262,26 @@ def _write_rejects(runtime: Runtime, work: FileWork, copy_name: str) -> None:
     if omitted > 0:
         body += f"0,{omitted} more rejected rows not listed,\r\n".encode()
     runtime.storage.write_blob(runtime.settings.rejects_container, f"{copy_name}.rejects.csv", body, overwrite=True)
+    # One line per file with its reasons by kind: the workbook's "top rejected-row reasons".
+    log.info(
+        "rows rejected: %s: %d rows, see %s.rejects.csv",
+        work.name,
+        work.rows_rejected,
+        copy_name,
+        extra={"file_name": work.name, "rows_rejected": work.rows_rejected, "reject_reasons": reason_kinds(work)},
+    )
+
+
+_VALUES_IN_REASON = re.compile(r"'[^']*'|\"[^\"]*\"|(?<=found )\d+")
+
+
+def reason_kinds(work: FileWork) -> str:
+    """The listed rejections counted by kind of reason (the row's own values left out), as JSON."""
+    kinds: Counter[str] = Counter()
+    for rejection in work.rejections:
+        for problem in rejection.reason.split("; "):
+            kinds[_VALUES_IN_REASON.sub("…", problem)] += 1
+    return json.dumps(dict(kinds.most_common()), ensure_ascii=False)
 
 
 def outcome_word(work: FileWork) -> str:

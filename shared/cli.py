@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
 
     logcontext.install()
     try:
-        settings = Settings.from_env(load_local_settings(ROOT, env))
+        environment = load_local_settings(ROOT, env)
+        settings = Settings.from_env(environment)
     except SettingsError as error:
         if args.command == "check":
             # `check` reports bad settings as its first failed check rather than refusing to run.
@@ -171,6 +172,9 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
 
             return _emit(settings_failure_result(error), args)
         return _fail(str(error), ExitCode.SETTINGS, args)
+    from shared import telemetry
+
+    telemetry.configure(environment)  # exports only with APPLICATIONINSIGHTS_CONNECTION_STRING
     try:
         result = COMMANDS[args.command](settings, args)
     except CommandFailed as error:
@@ -210,5 +214,15 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300] if text else error.__class__.__name__
 
 
+def run_and_exit() -> int:
+    """`python -m shared.cli`: the command, then what telemetry buffered, sent within its budget."""
+    try:
+        return main()
+    finally:
+        from shared import telemetry
+
+        telemetry.shutdown()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_and_exit())

@@ -6,7 +6,8 @@
         job.log_summary(log, summary_text, JobEnd(...))                           # the one summary line
 
 The count names of every job and the capped lists of error messages are defined here once (the exit codes of
-the command line are `shared.errors.ExitCode`).
+the command line are `shared.errors.ExitCode`). Each run is one OpenTelemetry span (shared.telemetry.run_span)
+whose attributes and the `bobo.` metrics take the run's counts from its summary line.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from shared import telemetry
 from shared.errors import ErrorKind
 from shared.logcontext import log_run_summary, run_context
 from shared.state import JobKind, Outcome, RunRecord, utcnow
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from shared.runtime import Runtime
 
 
@@ -96,6 +100,7 @@ class JobRun:
     trigger: str
     run_id: str
     started_at: datetime  # the job's clock at its start (tests pass a fixed instant)
+    span: Span | None = field(default=None, repr=False)  # the run's span (start_job sets it)
     _monotonic_start: float = field(default_factory=time.monotonic, repr=False)
 
     @property
@@ -138,23 +143,28 @@ class JobRun:
         error_kind: ErrorKind | None = None,
         **fields: object,
     ) -> None:
-        """The run's one summary line: ERROR when it failed, with `error_kind` for the alert rules."""
-        log_run_summary(
-            logger,
-            self.kind,
-            outcome,
-            text,
-            level=logging.ERROR if failed else logging.INFO,
-            trigger=self.trigger,
-            duration_seconds=round(self.elapsed_seconds, 3),
+        """The run's one summary line: ERROR when it failed, with `error_kind` for the alert rules.
+
+        Its fields also go onto the run's span and into the `bobo.` metrics (once per run: every job logs
+        one summary line, whether or not it wrote a run record).
+        """
+        fields = {
+            "trigger": self.trigger,
+            "duration_seconds": round(self.elapsed_seconds, 3),
             **({"error_kind": str(error_kind)} if error_kind else {}),
             **fields,
-        )
+        }
+        log_run_summary(logger, self.kind, outcome, text, level=logging.ERROR if failed else logging.INFO, **fields)
+        if self.span is not None:
+            telemetry.record_run_end(self.span, self.kind, outcome, failed, fields)
 
 
 @contextlib.contextmanager
 def start_job(kind: JobKind, *, trigger: str, now: datetime | None = None) -> Iterator[JobRun]:
-    """A run of `kind`: a new run id in the log context for as long as the block runs."""
-    with run_context(kind) as run_id:
+    """A run of `kind`: a new run id in the log context and one span, for as long as the block runs.
+
+    `kind` may be any JobKind: the span and the metrics take its value as they find it.
+    """
+    with run_context(kind) as run_id, telemetry.run_span(kind, run_id, trigger) as span:
         clock = now.astimezone(UTC) if now is not None else utcnow()
-        yield JobRun(kind=kind, trigger=trigger, run_id=run_id, started_at=clock)
+        yield JobRun(kind=kind, trigger=trigger, run_id=run_id, started_at=clock, span=span)

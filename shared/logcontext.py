@@ -1,29 +1,45 @@
 """A run id that ties a trigger, its batches and the AtHoc requests together in the logs.
 
-The Functions Python worker sends a record's `extra` fields to Application Insights as custom
-dimensions; this filter adds `run_id` and `job_kind` to every record of the app's loggers while a run
-is active, so one Kusto query finds everything a run did.
+While a run is active every log record created in this process carries `run_id` and `job_kind`
+(empty strings outside a run, so a formatter with `%(run_id)s` never raises). They are put on the
+record when it is made, by a log record factory, rather than by a logger or handler filter: Python
+applies a logger's filters only to records logged on that very logger (never to `shared.pipeline`'s
+records for a filter on `shared`), and handler filters would have to be attached to every handler,
+including those the Functions worker and the OpenTelemetry distro add after us. A record's attributes
+beyond the standard ones become custom dimensions in Application Insights (OpenTelemetry log
+attributes), so one Kusto query finds everything a run did.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from typing import Any
 
 _run_id: ContextVar[str] = ContextVar("bobo_run_id", default="")
 _job_kind: ContextVar[str] = ContextVar("bobo_job_kind", default="")
 
 
-class RunContextFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "run_id"):
-            record.run_id = _run_id.get()
-        if not hasattr(record, "job_kind"):
-            record.job_kind = _job_kind.get()
-        return True
+# The attributes the factory adds; `extra` fields with these names are dropped by log_run_summary
+# (logging refuses an `extra` key that is already an attribute of the record).
+RUN_FIELDS = ("run_id", "job_kind")
+
+
+class _RunRecordFactory:
+    """Wraps the process's record factory: the record as before, plus the run id and job kind."""
+
+    def __init__(self, wrapped: Callable[..., logging.LogRecord]) -> None:
+        self.wrapped = wrapped
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.wrapped(*args, **kwargs)
+        record.run_id = _run_id.get()
+        record.job_kind = _job_kind.get()
+        return record
 
 
 def new_run_id() -> str:
@@ -47,11 +63,14 @@ def run_context(job_kind: str, run_id: str | None = None) -> Iterator[str]:
 
 
 def install() -> None:
-    """Attach the filter to the app's top-level loggers (idempotent)."""
-    for name in ("shared", "functions"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RunContextFilter) for f in logger.filters):
-            logger.addFilter(RunContextFilter())
+    """Put `run_id` and `job_kind` on every record from now on (idempotent; the Functions and CLI paths call it)."""
+    with _install_lock:
+        current = logging.getLogRecordFactory()
+        if not isinstance(current, _RunRecordFactory):
+            logging.setLogRecordFactory(_RunRecordFactory(current))
+
+
+_install_lock = threading.Lock()
 
 
 def log_run_summary(
@@ -64,7 +83,10 @@ def log_run_summary(
     """
     fields = {"job_kind": job_kind, "outcome": outcome, "run_id": _run_id.get(), **fields}
     pairs = " ".join(f"{key}={_plain(value)}" for key, value in fields.items())
-    logger.log(level, "%s | %s", text, pairs, extra=fields)
+    extra = {key: value for key, value in fields.items() if key not in RUN_FIELDS}
+    if not isinstance(logging.getLogRecordFactory(), _RunRecordFactory):
+        extra.update({key: fields[key] for key in RUN_FIELDS})  # install() not called: say them here
+    logger.log(level, "%s | %s", text, pairs, extra=extra)
 
 
 def _plain(value: object) -> str:

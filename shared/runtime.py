@@ -70,12 +70,21 @@ def process_runtime() -> Runtime:
             if _process_runtime is None:
                 settings = Settings.from_env()
                 configure_logging(settings.log_level)
+                from shared import telemetry
+
+                telemetry.configure()  # once per process; nothing without APPLICATIONINSIGHTS_CONNECTION_STRING
                 _process_runtime = Runtime(settings)
     return _process_runtime
 
 
 def configure_logging(level: str) -> None:
-    """Set the app's own loggers; the Azure SDK's HTTP logging stays at WARNING (it would log every request)."""
+    """Set the app's own loggers; the Azure SDK's HTTP logging stays at WARNING (it would log every request).
+
+    Every record made from now on carries the run id and job kind of the run it belongs to.
+    """
+    from shared import logcontext
+
+    logcontext.install()
     logging.getLogger("shared").setLevel(level)
     logging.getLogger("functions").setLevel(level)
     logging.getLogger("azure").setLevel(logging.WARNING)

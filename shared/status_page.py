@@ -122,7 +122,9 @@ def status_http(runtime_factory: Callable[[], Runtime], wants_html: bool) -> Htt
         body = {"service": SERVICE_NAME, "version": __version__, "health": {"healthy": False, "reasons": [cause]}}
         return HttpAnswer(503, json.dumps({**body, "error": cause}), "application/json")
     if wants_html:
-        return HttpAnswer(200, render_html(report), "text/html")
+        from shared.telemetry import workbook_url
+
+        return HttpAnswer(200, render_html(report, workbook=workbook_url()), "text/html")
     return HttpAnswer(200, json.dumps(report.to_json(), default=str), "application/json")
 
 
@@ -170,8 +172,9 @@ footer{color:var(--muted);font-size:.8rem;margin-top:18px}
 _OK_COLOUR, _BAD_COLOUR, _MUTED_COLOUR, _LINE_COLOUR = "#1b7f3b", "#b3261e", "#59636e", "#d1d9e0"
 
 
-def render_html(report: StatusReport) -> str:
-    """The report as one self-contained page: inline CSS and SVG, no script, font or image to fetch."""
+def render_html(report: StatusReport, *, workbook: str = "") -> str:
+    """The report as one self-contained page: inline CSS and SVG, no script, font or image to fetch.
+    `workbook`: the monitoring workbook's portal address (a plain link; nothing is fetched from it)."""
     zone, now = report.zone, report.generated_at
     parts = [
         _HEAD,
@@ -185,7 +188,9 @@ def render_html(report: StatusReport) -> str:
         _failed_html(report.failed_files, report.files_failed),
         _runs_html(report.recent_runs, zone, now),
         f"<footer>Generated {_e(local_time(now, zone, now))} ({_e(report.timezone)}). "
-        "Same data as <code>python -m shared.cli status --json</code>.</footer>",
+        "Same data as <code>python -m shared.cli status --json</code>."
+        + (f" History and AtHoc latency: <a href='{_e(workbook)}'>the monitoring workbook</a>." if workbook else "")
+        + "</footer>",
         "</main></body></html>",
     ]
     return "\n".join(parts)

@@ -1,4 +1,10 @@
-// Email alerts: an action group and five log search alert rules on Application Insights.
+// Email alerts: an action group, metric alert rules on the app's OpenTelemetry metrics and log search
+// alert rules on Application Insights.
+//
+// With OpenTelemetry (host.json telemetryMode, the default here) the app reports bobo.files.failed and
+// bobo.files.oldest_pending_age as metrics, and two metric alerts say those conditions directly. In
+// classic mode (useMetricAlerts=false) the log rules that read the same facts from the log lines are
+// deployed instead. Either way one rule per condition: no condition mails twice.
 //
 // The queries read the app's log lines (docs/deployment.md, Alerts): the run summary at INFO with
 // job_kind / outcome / counts, "file failed: ..." at ERROR, AtHoc authentication failures with
@@ -24,6 +30,9 @@ param alertEmail string
 @description('Alert when a file has waited longer than this many minutes.')
 @minValue(5)
 param pendingAlertMinutes int = 30
+
+@description('Alert on the app\'s bobo. metrics (OpenTelemetry mode). False: classic mode, the log-text rules only.')
+param useMetricAlerts bool = true
 
 var emails = filter(map(split(alertEmail, ','), email => trim(email)), email => !empty(email))
 
@@ -75,6 +84,18 @@ let silent = print runs = toscalar(summaries | count)
 union late, silent
 '''
 
+var silentQuery = '''
+// No pipeline run reported at all in 30 minutes (sweep_incoming runs every few minutes, so silence means
+// the app is not running). A file waiting too long is the metric alert's (bobo.files.oldest_pending_age).
+traces
+| where timestamp > ago(30m)
+| extend job_kind = coalesce(tostring(customDimensions.job_kind), extract(@"\bjob_kind=([\w-]+)", 1, message))
+| extend outcome = coalesce(tostring(customDimensions.outcome), extract(@"\boutcome=(\w+)", 1, message))
+| where job_kind == "process" and isnotempty(outcome)
+| summarize runs = count()
+| where runs == 0
+'''
+
 var mappingQuery = '''
 // No successful mapping sync in 48 hours (it runs once a day after BOBO_MAPPING_SYNC_HOUR, and before
 // the first batch after a deployment). Returns one row when there was none.
@@ -119,6 +140,7 @@ var rules = [
     windowSize: 'PT15M'
     overrideQueryTimeRange: 'P1D'
     query: failedTodayQuery
+    mode: 'classic' // in OpenTelemetry mode: the files-failed metric alert
   }
   {
     name: 'file-waiting-too-long'
@@ -129,6 +151,18 @@ var rules = [
     windowSize: 'PT30M'
     overrideQueryTimeRange: ''
     query: replace(pendingQueryTemplate, '{threshold_seconds}', string(pendingAlertMinutes * 60))
+    mode: 'classic' // in OpenTelemetry mode: the oldest-pending-age metric alert and no-process-run
+  }
+  {
+    name: 'no-process-run'
+    displayName: 'BOBO: no process run in 30 minutes'
+    description: 'The app reported no run in 30 minutes (app stopped, trigger broken, or storage unreachable before the run could start).'
+    severity: 2
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT30M'
+    overrideQueryTimeRange: ''
+    query: silentQuery
+    mode: 'metrics'
   }
   {
     name: 'mapping-sync-stale'
@@ -139,6 +173,7 @@ var rules = [
     windowSize: 'PT1H'
     overrideQueryTimeRange: 'P2D'
     query: mappingQuery
+    mode: 'both'
   }
   {
     name: 'athoc-auth-failures'
@@ -149,6 +184,7 @@ var rules = [
     windowSize: 'PT15M'
     overrideQueryTimeRange: ''
     query: authQuery
+    mode: 'both'
   }
   {
     name: 'function-failures'
@@ -159,11 +195,14 @@ var rules = [
     windowSize: 'PT15M'
     overrideQueryTimeRange: ''
     query: functionFailuresQuery
+    mode: 'both'
   }
 ]
 
+var deployedRules = filter(rules, rule => rule.mode == 'both' || rule.mode == (useMetricAlerts ? 'metrics' : 'classic'))
+
 resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
-  for rule in rules: {
+  for rule in deployedRules: {
     name: 'alert-bobo-${rule.name}-${resourceToken}'
     location: location
     tags: tags
@@ -200,6 +239,70 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
           actionGroup.id
         ]
       }
+    }
+  }
+]
+
+// The app's OpenTelemetry metrics (shared/telemetry.py) in Application Insights' metric namespace. They
+// exist only once the app has sent them: skipMetricValidation lets the rules deploy before that.
+var metricRules = [
+  {
+    name: 'oldest-pending-age'
+    displayName: 'BOBO: file waiting longer than ${pendingAlertMinutes} minutes'
+    description: 'The oldest file in incoming has waited longer than the threshold (AtHoc unreachable, the batch failing, a trigger broken). See `status`.'
+    metricName: 'bobo.files.oldest_pending_age'
+    timeAggregation: 'Maximum'
+    threshold: pendingAlertMinutes * 60
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+  }
+  {
+    name: 'files-failed'
+    displayName: 'BOBO: files sent to failed'
+    description: 'At least one file went to the failed container in the last 15 minutes; see `status` or the workbook for the reason, then `retry-failed` once fixed.'
+    metricName: 'bobo.files.failed'
+    timeAggregation: 'Total'
+    threshold: 0
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+  }
+]
+
+resource metricAlerts 'Microsoft.Insights/metricAlerts@2018-03-01' = [
+  for rule in (useMetricAlerts ? metricRules : []): {
+    name: 'alert-bobo-${rule.name}-${resourceToken}'
+    location: 'global'
+    tags: tags
+    properties: {
+      description: '${rule.displayName}. ${rule.description}'
+      severity: 2
+      enabled: true
+      scopes: [
+        applicationInsights.id
+      ]
+      evaluationFrequency: rule.evaluationFrequency
+      windowSize: rule.windowSize
+      criteria: {
+        'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+        allOf: [
+          {
+            criterionType: 'StaticThresholdCriterion'
+            name: rule.name
+            metricNamespace: 'azure.applicationinsights'
+            metricName: rule.metricName
+            timeAggregation: rule.timeAggregation
+            operator: 'GreaterThan'
+            threshold: rule.threshold
+            skipMetricValidation: true
+          }
+        ]
+      }
+      autoMitigate: true
+      actions: [
+        {
+          actionGroupId: actionGroup.id
+        }
+      ]
     }
   }
 ]

@@ -57,6 +57,9 @@ param athocUsername string
 @description('Contract settings with their defaults and the operator overrides (main.bicep boboSettings).')
 param boboSettings object
 
+@description('Portal address of the monitoring workbook (workbook.bicep), linked from the status page.')
+param workbookUrl string = ''
+
 @description('Python version of the Flex Consumption runtime.')
 param pythonVersion string = '3.11'
 
@@ -119,6 +122,16 @@ var platformSettings = {
   BOBO_BLOB_TRIGGER_SOURCE: 'EventGrid'
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // OpenTelemetry (host.json telemetryMode): the Python worker configures the Azure Monitor distro itself
+  // (Learn, "Use OpenTelemetry with Azure Functions", Python); shared/telemetry.py then uses its providers.
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // Every span kept, failed ones included (the distro's default is a 5-traces-per-second rate limit).
+  OTEL_TRACES_SAMPLER: 'microsoft.fixed_percentage'
+  OTEL_TRACES_SAMPLER_ARG: '1.0'
+  // AtHoc calls are reported by the app, path only (shared/telemetry.py athoc_dependency), not by these.
+  OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: 'requests,urllib,urllib3'
+  // The portal link on the status page (shared/telemetry.py workbook_url).
+  MONITORING_WORKBOOK_URL: workbookUrl
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

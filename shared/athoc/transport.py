@@ -24,6 +24,7 @@ import requests.adapters
 import requests.utils
 from urllib3.util.ssl_ import create_urllib3_context
 
+from shared import telemetry
 from shared.athoc.errors import AtHocAuthError, AtHocError, AtHocTLSError
 from shared.athoc.redaction import Redactor, shorten, strip_userinfo
 from shared.errors import ErrorKind
@@ -206,27 +207,31 @@ class Transport:
         The only place a request goes on the wire. `attempt` counts the sends of this logical request (1-based).
         """
         started = self._clock()
-        try:
-            response = self._session.request(
-                request.method,
-                self.base + request.path,
-                params=request.params,
-                data=request.body,
-                headers=headers,
-                timeout=timeout,
-                verify=self._verify,
-                allow_redirects=False,
-                stream=True,
-            )
+        url = self.base + request.path
+        # A dependency span per attempt (method, host, path, status, attempt; never a query, body or token).
+        with telemetry.athoc_dependency(request.label, request.method, url, attempt) as call:
             try:
-                tls = _tls_version(response)
-                if tls is not None:
-                    self.last_tls_version = tls
-                _ = response.content  # read the body now, inside the same error handling
-            finally:
-                response.close()
-        except (requests.exceptions.RequestException, OSError) as error:
-            raise self._transport_error(error, request, timeout) from None
+                response = self._session.request(
+                    request.method,
+                    url,
+                    params=request.params,
+                    data=request.body,
+                    headers=headers,
+                    timeout=timeout,
+                    verify=self._verify,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                try:
+                    tls = _tls_version(response)
+                    if tls is not None:
+                        self.last_tls_version = tls
+                    _ = response.content  # read the body now, inside the same error handling
+                finally:
+                    response.close()
+            except (requests.exceptions.RequestException, OSError) as error:
+                raise self._transport_error(error, request, timeout) from None
+            call.set_status(response.status_code)
         log.debug(
             "%s %s -> %d in %.2f s (attempt %d)",
             request.method,

@@ -179,3 +179,13 @@ def test_status_for_one_employee_is_explain(make_test_env, athoc_sim, monkeypatc
     assert "Content-Security-Policy" in text and "a.csv" in text and "<script" not in text.lower()
 
     assert handler("status")(get("status", params={"employee": "123", "days": "soon"})).status_code == 400
+
+
+def test_status_page_links_the_monitoring_workbook_where_one_is_deployed(
+    deployment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workbook = "https://portal.azure.com/#@tenant/resource/subscriptions/s/workbooks/w"
+    monkeypatch.setenv("MONITORING_WORKBOOK_URL", workbook)
+    page = handler("status")(get("status", params={"format": "html"})).get_body().decode("utf-8")
+    assert f"<a href='{workbook}'>the monitoring workbook</a>" in page
+    assert "<script" not in page.lower() and "src=" not in page  # a link, nothing fetched
