@@ -61,7 +61,7 @@ def login_of(employee: int | str) -> str:
 
 def seed_users(sim: Any, runtime: Any, employees: Iterable[int], *, mapped: bool = True, duty: Any = None) -> None:
     """AtHoc users with collar ids; with `mapped`, the mapping rows a sync would write and its success."""
-    from shared.state import JobKind, MappingEntry, Outcome
+    from shared.records import JobKind, MappingEntry, Outcome
 
     employees = list(employees)
     users = []

@@ -3,7 +3,7 @@
 1. A whole `python -m shared.cli process` (start to exit, the exporter's final flush included) over the
    same files, with no connection string, a healthy ingestion stand-in, an unreachable endpoint (nothing
    listens) and a silent one (accepts the connection, never answers). The added time is the median's
-   difference to "no telemetry" (contract section 8: at most 15 s).
+   difference to "no telemetry" (docs/operations.md: at most 15 s).
 2. The cold start: import time and peak resident memory after `import function_app` and the modules the
    first invocation imports (and, with the connection string, the distro configured as the Functions
    worker does with PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY), each in a fresh interpreter.

@@ -23,8 +23,8 @@ from shared.bobo_csv import Rejection, UnreadableFile, read_bobo_csv, rejects_cs
 from shared.decisions import SourcedEvent, Watermark, latest_per_employee
 from shared.logcontext import brief_error
 from shared.process_report import ProcessReport
+from shared.records import FileRecord, FileState, utcnow
 from shared.runtime import Runtime
-from shared.state import FileRecord, FileState, utcnow
 from shared.storage import IncomingBlob, MoveResult
 
 log = logging.getLogger(__name__)
@@ -143,35 +143,7 @@ def finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report:
     """Count attempts, then move every file whose outcome is final (in parallel), then save the records."""
     settings = runtime.settings
     now = utcnow()
-    final: list[FileWork] = []
-    given_up: dict[str, str] = {}
-    for work in works:
-        record = work.record
-        record.last_attempt = now
-        record.batch_id = batch_id
-        record.rows_read = work.rows_read
-        record.rows_rejected = work.rows_rejected
-        if work.outcome is FileState.WAITING:
-            record.attempts += 1
-            record.last_error = work.reason
-            if record.attempts < settings.max_retry_attempts:
-                report.files_retry += 1
-                log.warning(
-                    "file kept for retry: %s (attempt %d of %d): %s",
-                    work.name,
-                    record.attempts,
-                    settings.max_retry_attempts,
-                    work.reason,
-                    extra={"file_name": work.name},
-                )
-                report.files.append(
-                    {"name": work.name, "outcome": "retry", "attempts": record.attempts, "reason": work.reason}
-                )
-                continue
-            work.outcome = FileState.FAILED
-            work.reason = f"retries exhausted after {record.attempts} attempts: {work.reason}"
-            given_up.update({emp: mark.to_text() for emp, mark in work.unconfirmed.items()})
-        final.append(work)
+    final, given_up = _count_attempts(works, batch_id, now, settings.max_retry_attempts, report)
     if given_up:
         # Before the moves: a crash between the two must not let an older event through later.
         runtime.state.save_watermarks(given_up)
@@ -205,6 +177,43 @@ def finish_files(runtime: Runtime, works: list[FileWork], batch_id: str, report:
             }
         )
     runtime.state.save_files(w.record for w in works)
+
+
+def _count_attempts(
+    works: list[FileWork], batch_id: str, now: datetime, max_attempts: int, report: ProcessReport
+) -> tuple[list[FileWork], dict[str, str]]:
+    """Each file's record for this attempt; a waiting file past its attempts is given up (failed).
+    Returns the files to move now, and the watermarks a given-up file leaves for its unconfirmed events."""
+    final: list[FileWork] = []
+    given_up: dict[str, str] = {}
+    for work in works:
+        record = work.record
+        record.last_attempt = now
+        record.batch_id = batch_id
+        record.rows_read = work.rows_read
+        record.rows_rejected = work.rows_rejected
+        if work.outcome is FileState.WAITING:
+            record.attempts += 1
+            record.last_error = work.reason
+            if record.attempts < max_attempts:
+                report.files_retry += 1
+                log.warning(
+                    "file kept for retry: %s (attempt %d of %d): %s",
+                    work.name,
+                    record.attempts,
+                    max_attempts,
+                    work.reason,
+                    extra={"file_name": work.name},
+                )
+                report.files.append(
+                    {"name": work.name, "outcome": "retry", "attempts": record.attempts, "reason": work.reason}
+                )
+                continue
+            work.outcome = FileState.FAILED
+            work.reason = f"retries exhausted after {record.attempts} attempts: {work.reason}"
+            given_up.update({emp: mark.to_text() for emp, mark in work.unconfirmed.items()})
+        final.append(work)
+    return final, given_up
 
 
 def _move_file(runtime: Runtime, work: FileWork, batch_id: str, now: datetime) -> MoveResult | AzureError:

@@ -1,7 +1,7 @@
 """Names that never overwrite: `a.csv`, then `a-YYYYMMDDTHHMMSSZ.csv`, then `a-YYYYMMDDTHHMMSSZ-1.csv`...
 
 Pure and dependency-free, so the storage moves of the function app and the exporter's uploader (which
-must not import the Functions stack) pick a free name the same way (contract section 3).
+must not import the Functions stack) pick a free name the same way (docs/design.md#containers).
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ from shared.history import (
 from shared.jobs import CLEANUP_COUNTS, JobEnd, JobRun, capped, start_job
 from shared.logcontext import brief_error
 from shared.mapping_sync import field_value
+from shared.records import JobKind, Outcome, utcnow
 from shared.runtime import Runtime
-from shared.state import JobKind, Outcome, utcnow
 
 log = logging.getLogger(__name__)
 

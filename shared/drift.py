@@ -1,4 +1,4 @@
-"""Drift: AtHoc holds a duty value other than the one this app last set (contract section 7).
+"""Drift: AtHoc holds a duty value other than the one this app last set (docs/history.md).
 
 Pure comparison (`find_drift`) of AtHoc's users (as the mapping sync or `reconcile` read them, with the duty
 field) against `last_applied` (shared/history.py), and the `drift` status row with its verdict sentence.

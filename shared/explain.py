@@ -2,7 +2,7 @@
 
 Reads the employee's decision history (one partition range query, shared/history.py), the mapped login
 and what this app last set for them; `--live` adds AtHoc's current value from one search call. JSON keys
-follow contract section 7; the text is a timeline a duty sergeant can read, in `BOBO_TIMEZONE`.
+follow docs/history.md; the text is a timeline a duty sergeant can read, in `BOBO_TIMEZONE`.
 
 `explain_http` is the status function's `?employee=ID` answer (JSON, or an HTML page with format=html).
 """
@@ -49,7 +49,7 @@ OUTCOME_WORDS = {
 
 @dataclass
 class Explanation:
-    """The `explain` command's answer (contract section 7)."""
+    """The `explain` command's answer (docs/history.md)."""
 
     employee_id: str  # as given
     normalised_id: str

@@ -1,4 +1,4 @@
-"""Per-employee decision history (contract section 7): what happened to each event, kept `BOBO_HISTORY_DAYS`.
+"""Per-employee decision history (docs/history.md): what happened to each event, kept `BOBO_HISTORY_DAYS`.
 
 Table `<prefix>history`, hashed like the watermarks (`hist-NN`, 8 buckets, by employee id), RowKey
 `{encode_key(employee id)}|{inverted decided_at in ms, 13 digits}|{unique suffix}`: one employee's events
@@ -34,6 +34,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.athoc import RowStatus
 from shared.decisions import SourcedEvent
 from shared.logcontext import brief_error
+from shared.records import decode_key, encode_key
 from shared.state import (
     BUCKETS,
     HISTORY_PARTITION_PREFIX,
@@ -41,9 +42,7 @@ from shared.state import (
     TRANSACTION_LIMIT,
     WATERMARK_PARTITION_PREFIX,
     StateStore,
-    decode_key,
     employee_partition,
-    encode_key,
 )
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,7 @@ class HistoryEntry:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's event keys, in its order."""
+        """The documented event keys (docs/history.md), in that order."""
         return {
             "event_time": self.event_time.isoformat() if self.event_time is not None else None,
             "kind": self.kind,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from shared import telemetry
 from shared.errors import ErrorKind
 from shared.logcontext import log_run_summary, run_context
-from shared.state import JobKind, Outcome, RunRecord, utcnow
+from shared.records import JobKind, Outcome, RunRecord, utcnow
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span

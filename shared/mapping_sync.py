@@ -42,8 +42,8 @@ from shared.bobo_csv import normalise_employee_id
 from shared.errors import ErrorKind, ExitCode
 from shared.jobs import SYNC_COUNTS, JobEnd, JobRun, start_job
 from shared.logcontext import brief_error
+from shared.records import JobKind, JobStatus, MappingEntry, Outcome, utcnow
 from shared.runtime import Runtime
-from shared.state import JobKind, JobStatus, MappingEntry, Outcome, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from shared.history import HistoryOutcome, HistoryWriter, LastApplied, event_ent
 from shared.jobs import JobEnd, JobRun, capped, start_job
 from shared.logcontext import brief_error
 from shared.process_report import ProcessReport
+from shared.records import FileRecord, FileState, JobKind, Outcome, utcnow
 from shared.runtime import Runtime
-from shared.state import FileRecord, FileState, JobKind, Outcome, utcnow
 from shared.storage import BatchLock, IncomingBlob
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""`reconcile [--apply]` and the daily drift check of the mapping sync (contract section 7).
+"""`reconcile [--apply]` and the daily drift check of the mapping sync (docs/history.md).
 
 `run_reconcile` reads every AtHoc user with the collar and duty fields (paged, as the mapping sync does),
 compares with `last_applied` (shared/drift.py) and, with `apply`, sets drifted users back in bulk calls.
@@ -36,8 +36,8 @@ from shared.history import (
 )
 from shared.jobs import RECONCILE_COUNTS, JobEnd, capped, start_job
 from shared.logcontext import brief_error
+from shared.records import JobKind, Outcome, utcnow
 from shared.runtime import Runtime
-from shared.state import JobKind, Outcome, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class DriftOutcome:
 
 @dataclass
 class ReconcileResult:
-    """The `reconcile` command's answer (contract section 7)."""
+    """The `reconcile` command's answer (docs/history.md)."""
 
     apply: bool
     run_id: str = ""

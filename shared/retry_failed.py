@@ -15,8 +15,8 @@ from shared.errors import ExitCode
 from shared.jobs import JobEnd, JobRun, start_job
 from shared.logcontext import brief_error
 from shared.progress import progress
+from shared.records import FileRecord, FileState, JobKind, Outcome, utcnow
 from shared.settings import Settings
-from shared.state import FileRecord, FileState, JobKind, Outcome, utcnow
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobProperties

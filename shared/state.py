@@ -13,25 +13,37 @@ of at most 100 operations (Azurite answers a 101-operation transaction with a ma
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from threading import Lock
 from typing import Any
-from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import ErrorKind
+from shared.records import (
+    FILES_PARTITION,
+    STATUS_PARTITION,
+    FileRecord,
+    FileState,
+    JobKind,
+    JobStatus,
+    MappingEntry,
+    Outcome,
+    RunRecord,
+    as_utc,
+    decode_key,
+    encode_key,
+    status_from_entity,
+    status_to_entity,
+    utcnow,
+)
 from shared.storage import table_service
 
 log = logging.getLogger(__name__)
@@ -39,10 +51,7 @@ log = logging.getLogger(__name__)
 TABLE_SUFFIXES = ("files", "watermarks", "mappings", "runs", "jobstatus", "history")
 TRANSACTION_LIMIT = 100
 DELETE_RACE_ATTEMPTS = 5
-KEY_LIMIT = 900  # Table keys hold up to 1 KiB; leave room for the hash suffix.
 
-FILES_PARTITION = "file"
-STATUS_PARTITION = "job"
 # Mappings and watermarks (one row per employee, tens of thousands) are spread over hashed partitions:
 # a partition is Table Storage's unit of scale (about 2,000 entities/s each), and Azurite's lookups
 # inside one partition are linear, which made a 50,000-user cold mapping sync take 683 s there (72 s in
@@ -61,172 +70,6 @@ LEGACY_PARTITION = {"watermarks": "wm", "mappings": "map"}
 def employee_partition(prefix: str, employee_id: str) -> str:
     """The partition of an employee's row: a stable hash bucket, so any id lands in the same one."""
     return f"{prefix}-{zlib.crc32(employee_id.encode('utf-8')) % BUCKETS[prefix]:02d}"
-
-
-class JobKind(StrEnum):
-    PROCESS = "process"
-    SYNC_MAPPINGS = "sync-mappings"
-    CLEANUP = "cleanup"
-    RETRY_FAILED = "retry-failed"
-    RECONCILE = "reconcile"
-
-
-class Outcome(StrEnum):
-    SUCCESS = "success"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    NEVER = "never"
-
-
-class FileState(StrEnum):
-    WAITING = "waiting"
-    PROCESSED = "processed"
-    FAILED = "failed"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def encode_key(text: str) -> str:
-    """A Table key for any blob name: `/ \\ # ?`, `%` and control characters percent-encoded; long names hashed."""
-    encoded = quote(text, safe=" !$&'()*+,-.:;<=>@[]^_`{|}~")
-    if len(encoded) > KEY_LIMIT:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        encoded = f"{encoded[: KEY_LIMIT - 65]}~{digest}"
-    return encoded
-
-
-def decode_key(key: str) -> str:
-    return unquote(key)
-
-
-def _as_utc(value: Any) -> datetime | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).astimezone(UTC)
-
-
-@dataclass
-class FileRecord:
-    name: str
-    state: FileState = FileState.WAITING
-    attempts: int = 0
-    size: int = 0
-    etag: str = ""
-    first_seen: datetime | None = None
-    last_attempt: datetime | None = None
-    last_error: str = ""
-    rows_read: int = 0
-    rows_rejected: int = 0
-    batch_id: str = ""
-    destination: str = ""
-    updated_at: datetime | None = None
-
-    def to_entity(self) -> dict[str, Any]:
-        entity: dict[str, Any] = {"PartitionKey": FILES_PARTITION, "RowKey": encode_key(self.name)}
-        for key, value in asdict(self).items():
-            if value is None:
-                continue
-            entity[key] = value.value if isinstance(value, FileState) else value
-        entity["last_error"] = self.last_error[:4000]
-        return entity
-
-    @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> FileRecord:
-        return cls(
-            name=str(entity.get("name") or decode_key(entity["RowKey"])),
-            state=FileState(entity.get("state", FileState.WAITING)),
-            attempts=int(entity.get("attempts", 0)),
-            size=int(entity.get("size", 0)),
-            etag=str(entity.get("etag", "")),
-            first_seen=_as_utc(entity.get("first_seen")),
-            last_attempt=_as_utc(entity.get("last_attempt")),
-            last_error=str(entity.get("last_error", "")),
-            rows_read=int(entity.get("rows_read", 0)),
-            rows_rejected=int(entity.get("rows_rejected", 0)),
-            batch_id=str(entity.get("batch_id", "")),
-            destination=str(entity.get("destination", "")),
-            updated_at=_as_utc(entity.get("updated_at")),
-        )
-
-
-@dataclass
-class RunRecord:
-    kind: str
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    started_at: datetime = field(default_factory=utcnow)
-    finished_at: datetime | None = None
-    outcome: str = Outcome.SUCCESS
-    error: str = ""
-    trigger: str = ""
-    counts: dict[str, Any] = field(default_factory=dict)
-    error_kind: ErrorKind | None = None  # why the run failed, as a type (the verdict never reads `error`)
-
-    @property
-    def duration_seconds(self) -> float:
-        end = self.finished_at or utcnow()
-        return round((end - self.started_at).total_seconds(), 3)
-
-    def to_entity(self) -> dict[str, Any]:
-        newest_first = 10**13 - int(self.started_at.timestamp() * 1000)
-        return {
-            "PartitionKey": self.started_at.strftime("%Y%m%d"),
-            "RowKey": f"{newest_first:013d}-{self.run_id}",
-            "kind": self.kind,
-            "run_id": self.run_id,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at or utcnow(),
-            "duration_seconds": self.duration_seconds,
-            "outcome": str(self.outcome),
-            "error": self.error[:8000],
-            "error_kind": str(self.error_kind or ""),
-            "trigger": self.trigger,
-            "counts": json.dumps(self.counts, default=str)[:30000],
-        }
-
-    @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> RunRecord:
-        return cls(
-            kind=str(entity.get("kind", "")),
-            run_id=str(entity.get("run_id", "")),
-            started_at=_as_utc(entity.get("started_at")) or utcnow(),
-            finished_at=_as_utc(entity.get("finished_at")),
-            outcome=str(entity.get("outcome", "")),
-            error=str(entity.get("error", "")),
-            trigger=str(entity.get("trigger", "")),
-            counts=json.loads(entity.get("counts") or "{}"),
-            error_kind=ErrorKind.parse(entity.get("error_kind")),
-        )
-
-
-@dataclass
-class JobStatus:
-    kind: str
-    last_status: str = Outcome.NEVER
-    last_attempt: datetime | None = None
-    last_success: datetime | None = None
-    last_finished: datetime | None = None
-    last_error: str = ""
-    last_error_kind: ErrorKind | None = None  # stored beside the message: verdicts and alerts read this
-    success_count: int = 0
-    failure_count: int = 0
-    last_counts: dict[str, Any] = field(default_factory=dict)
-    failing_since: datetime | None = None
-    version: str = ""  # sync-mappings: changes whenever the mapping table changes
-    # The very last run, skipped ones included (`last_status` keeps the last real outcome, which the
-    # mapping schedule rule reads): what `status` reports under last_runs.
-    last_run_status: str = ""
-    last_run_finished: datetime | None = None
-
-
-@dataclass(frozen=True)
-class MappingEntry:
-    employee_id: str
-    login: str
-    collar: str
 
 
 class StateStore:
@@ -384,7 +227,7 @@ class StateStore:
             e
             # Only processed records: failed files stay until an operator acts, and so do their records.
             for e in self._query_partition("files", FILES_PARTITION, "state eq 'processed'")
-            if (_as_utc(e.get("updated_at")) or utcnow()) < before
+            if (as_utc(e.get("updated_at")) or utcnow()) < before
         ]
         self._transact("files", [("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}) for e in old])
         return len(old)
@@ -524,10 +367,10 @@ class StateStore:
             entity = self.table("jobstatus").get_entity(STATUS_PARTITION, kind)
         except ResourceNotFoundError:
             return JobStatus(kind=kind)
-        return _status_from_entity(entity)
+        return status_from_entity(entity)
 
     def all_job_status(self) -> dict[str, JobStatus]:
-        found = {e["RowKey"]: _status_from_entity(e) for e in self._query_partition("jobstatus", STATUS_PARTITION)}
+        found = {e["RowKey"]: status_from_entity(e) for e in self._query_partition("jobstatus", STATUS_PARTITION)}
         return {kind.value: found.get(kind.value, JobStatus(kind=kind.value)) for kind in JobKind} | found
 
     def record_job(
@@ -548,7 +391,7 @@ class StateStore:
             try:
                 entity = table.get_entity(STATUS_PARTITION, kind)
                 etag = entity.metadata["etag"]
-                status = _status_from_entity(entity)
+                status = status_from_entity(entity)
             except ResourceNotFoundError:
                 etag, status = None, JobStatus(kind=kind)
             status.last_attempt = at
@@ -572,7 +415,7 @@ class StateStore:
                 status.last_finished = at
             if new_version:
                 status.version = uuid.uuid4().hex
-            new_entity = _status_to_entity(status)
+            new_entity = status_to_entity(status)
             try:
                 if etag is None:
                     table.create_entity(new_entity)
@@ -592,35 +435,3 @@ class StateStore:
 def _plain(entity: Mapping[str, Any]) -> dict[str, Any]:
     """An entity's properties without the service's metadata (Timestamp, etag), ready to write elsewhere."""
     return {key: value for key, value in entity.items() if key != "Timestamp"}
-
-
-def _status_to_entity(status: JobStatus) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": STATUS_PARTITION, "RowKey": status.kind}
-    for key, value in asdict(status).items():
-        if key == "kind" or value is None:
-            continue
-        if key == "last_counts":
-            value = json.dumps(value, default=str)
-        elif isinstance(value, ErrorKind):
-            value = value.value  # plain text in the table
-        entity[key] = value
-    return entity
-
-
-def _status_from_entity(entity: Mapping[str, Any]) -> JobStatus:
-    return JobStatus(
-        kind=str(entity["RowKey"]),
-        last_status=str(entity.get("last_status", Outcome.NEVER)),
-        last_attempt=_as_utc(entity.get("last_attempt")),
-        last_success=_as_utc(entity.get("last_success")),
-        last_finished=_as_utc(entity.get("last_finished")),
-        last_error=str(entity.get("last_error", "")),
-        last_error_kind=ErrorKind.parse(entity.get("last_error_kind")),
-        success_count=int(entity.get("success_count", 0)),
-        failure_count=int(entity.get("failure_count", 0)),
-        last_counts=json.loads(entity.get("last_counts") or "{}"),
-        failing_since=_as_utc(entity.get("failing_since")),
-        version=str(entity.get("version", "")),
-        last_run_status=str(entity.get("last_run_status", "")),
-        last_run_finished=_as_utc(entity.get("last_run_finished")),
-    )

@@ -20,8 +20,8 @@ from azure.core.exceptions import AzureError
 
 from shared import SERVICE_NAME, __version__
 from shared.logcontext import brief_error
+from shared.records import JobKind
 from shared.settings import SettingsError
-from shared.state import JobKind
 from shared.status_report import (
     FailedFile,
     HourBucket,

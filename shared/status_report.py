@@ -21,7 +21,7 @@ from shared import SERVICE_NAME, __version__
 from shared.drift import DriftStatus, load_drift_status, verdict_reason
 from shared.drift import status_json as drift_json
 from shared.jobs import PROCESS_DAY_COUNTS, ProcessDayCounts
-from shared.state import FileRecord, JobKind, JobStatus, Outcome, RunRecord, utcnow
+from shared.records import FileRecord, JobKind, JobStatus, Outcome, RunRecord, utcnow
 from shared.storage import probe_storage
 
 if TYPE_CHECKING:

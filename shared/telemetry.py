@@ -1,4 +1,4 @@
-"""OpenTelemetry for the functions and the command line (contract section 8).
+"""OpenTelemetry for the functions and the command line (docs/operations.md).
 
 `configure()` runs once per process. Without APPLICATIONINSIGHTS_CONNECTION_STRING it does nothing and
 imports nothing of the exporter: the spans and instruments below then belong to OpenTelemetry's no-op
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 SERVICE_NAME = "bobo-sync"
 # The exporter's HTTP timeouts (seconds): an unreachable or silent endpoint costs at most this per export,
-# and the command line's exit waits SHUTDOWN_BUDGET_SECONDS at most in all (contract: at most 15 s).
+# and the command line's exit waits SHUTDOWN_BUDGET_SECONDS at most in all: an unreachable endpoint may add
+# at most 15 s to a run.
 EXPORT_TIMEOUT_SECONDS = 5.0
 SHUTDOWN_BUDGET_SECONDS = 8.0
 # The requests/urllib instrumentations would record AtHoc's full URLs; athoc_dependency reports those

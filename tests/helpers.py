@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,21 +14,14 @@ from typing import Any
 
 import pytest
 
+from bench.common import make_env as bench_env
+from shared.records import JobKind, MappingEntry, Outcome
 from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.state import JobKind, MappingEntry, Outcome
 from tools.athoc_sim import AtHocSimulator
 from tools.azurite import Azurite, start_azurite
 
 ROOT = Path(__file__).resolve().parent.parent
-
-SIM_CREDENTIALS = {
-    "ATHOC_ORG_CODE": "DEMO",
-    "ATHOC_CLIENT_ID": "bobo-sync",
-    "ATHOC_CLIENT_SECRET": "sim-client-secret",
-    "ATHOC_USERNAME": "svc-bobo",
-    "ATHOC_PASSWORD": "sim-password",
-}
 
 
 @pytest.fixture(scope="session")
@@ -51,22 +43,10 @@ def athoc_sim() -> Iterator[AtHocSimulator]:
 
 
 def make_env(connection_string: str, athoc_url: str, **overrides: str) -> dict[str, str]:
-    """A complete, isolated environment: unique containers and table prefix per call."""
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        "ATHOC_SERVER_URL": athoc_url,
-        **SIM_CREDENTIALS,
-        "BOBO_STORAGE": connection_string,
-        "BOBO_INCOMING_CONTAINER": f"in-{tag}",
-        "BOBO_PROCESSED_CONTAINER": f"done-{tag}",
-        "BOBO_FAILED_CONTAINER": f"failed-{tag}",
-        "BOBO_REJECTS_CONTAINER": f"rejects-{tag}",
-        "BOBO_TABLE_PREFIX": f"t{tag}",
-        "BOBO_BATCH_WINDOW_SECONDS": "0",
-        "ATHOC_CALL_BUDGET_SECONDS": "20",
-    }
-    env.update(overrides)
-    return env
+    """A complete, isolated environment (unique containers and table prefix per call), as the benchmarks
+    build it, with no batch window and a short AtHoc budget so tests stay quick."""
+    quick = {"BOBO_BATCH_WINDOW_SECONDS": "0", "ATHOC_CALL_BUDGET_SECONDS": "20", "LOG_LEVEL": "INFO"}
+    return bench_env(connection_string, athoc_url, **{**quick, **overrides})
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ var platformSettings = {
   AzureWebJobsStorage__tableServiceUri: hostStorage.properties.primaryEndpoints.table
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
-  // BOBO_STORAGE (contract section 3) in its identity-based form, read by the trigger binding and the code.
+  // BOBO_STORAGE (docs/design.md#containers) in its identity-based form, read by the trigger binding and the code.
   BOBO_STORAGE__blobServiceUri: dataStorage.properties.primaryEndpoints.blob
   BOBO_STORAGE__queueServiceUri: dataStorage.properties.primaryEndpoints.queue
   BOBO_STORAGE__tableServiceUri: dataStorage.properties.primaryEndpoints.table

@@ -1,4 +1,4 @@
-"""What each row of a SyncByCommonNames answer means for the login it was sent for (contract section 2).
+"""What each row of a SyncByCommonNames answer means for the login it was sent for (docs/design.md#latest-wins).
 
 Pure: no HTTP. A wrong NOT_FOUND or DENIED silently loses an update, so only texts whose subject is clearly
 the user are expected outcomes; anything else is an ERROR, and a login without a row of its own is MISSING.
@@ -96,7 +96,7 @@ def without_logins(text: str, logins: Sequence[str]) -> str:
 def classify_row(
     row: Mapping[str, object], *, sent_login: str | None = None, duty_field: str | None = None
 ) -> tuple[RowStatus, str]:
-    """Classify one SyncByCommonNames response row, conservatively (contract section 2).
+    """Classify one SyncByCommonNames response row, conservatively (docs/design.md#latest-wins).
 
     OK -> UPDATED. Any other status but Partial (Error, Failed, ...) whose text, with the logins
     removed, says the *user* does not exist -> NOT_FOUND; that the service account may not update the

@@ -1,4 +1,4 @@
-"""The exporter's side (contract section 9): BOBO's exports from a local folder into incoming, exactly once.
+"""The exporter's side (docs/uploader.md): BOBO's exports from a local folder into incoming, exactly once.
 
 Runs on the BOBO server, not in the function app: it imports azure-storage-blob and azure-identity only,
 never the Functions stack, Table Storage or the AtHoc client. Modules: `config` (settings), `folder`

@@ -1,7 +1,7 @@
 """`python -m shared.uploader --folder DIR [--archive DIR] [--once | --watch] [--dry-run] [--json]`
 
-Moves BOBO's exports from a local folder into the incoming container, each file exactly once (contract
-section 9). Settings come from the environment only (the BOBO server has no local.settings.json).
+Moves BOBO's exports from a local folder into the incoming container, each file exactly once
+(docs/uploader.md). Settings come from the environment only (the BOBO server has no local.settings.json).
 Exit 0 when the pass ran, files that failed to upload included (they stay for the next pass); 2 for a
 missing folder or bad settings; 3 when the destination refuses the credentials; 1 for anything else.
 The last stderr line of a non-zero exit names the cause, without a traceback or a secret.

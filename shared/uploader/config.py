@@ -1,4 +1,4 @@
-"""The uploader's settings, read from the environment and validated in one place (contract section 9).
+"""The uploader's settings, read from the environment and validated in one place (docs/uploader.md).
 
 Standard library only: a bad setting is reported before any Azure package is imported. Every problem is
 collected and reported at once; a secret's value (a SAS token, an account key) is never echoed.

@@ -1,4 +1,4 @@
-"""The chaos run at the suite's size (issue 8 point 2): see bench/chaos.py for what it does and checks.
+"""The chaos run at the suite's size (docs/verification.md#the-chaos-run); bench/chaos.py says what it checks.
 
 70-90 files land over ~35 s while three ingest worker processes and a sweep process batch them, AtHoc
 answers 429s, 503s, drops connections and revokes tokens, one worker is SIGKILLed at a phase of a batch

@@ -13,9 +13,9 @@ from azure.data.tables import UpdateMode
 from azure.functions.timer import TimerRequest
 
 from shared.cleanup import CleanupResult, run_cleanup
+from shared.records import FileRecord, FileState, JobKind, RunRecord, utcnow
 from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.state import FileRecord, FileState, JobKind, RunRecord, utcnow
 from tools.athoc_sim import AtHocSimulator
 
 LONDON = ZoneInfo("Europe/London")

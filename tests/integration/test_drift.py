@@ -1,4 +1,4 @@
-"""Drift and `reconcile` (contract section 7) against Azurite and the AtHoc simulator."""
+"""Drift and `reconcile` (docs/history.md) against Azurite and the AtHoc simulator."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from shared.explain import explain
 from shared.mapping_sync import run_mapping_sync
 from shared.pipeline import drain
 from shared.reconcile import check_drift, run_reconcile
+from shared.records import utcnow
 from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.state import utcnow
 from shared.status_page import render_html, text_lines
 from shared.status_report import build_status
 from tests.helpers import bon, csv_of, login_of, run_cli, seed_users, upload

@@ -1,4 +1,4 @@
-"""Decision history and `explain` (contract section 7) against Azurite and the AtHoc simulator.
+"""Decision history and `explain` (docs/history.md) against Azurite and the AtHoc simulator.
 
 Every outcome is produced by a real run and read back through `explain`, never written by hand.
 """
@@ -326,7 +326,7 @@ def test_rows_of_a_file_not_decided_in_the_batch_are_not_kept(make_runtime) -> N
 
 
 def test_two_ids_mapped_to_one_user_record_the_loser_as_superseded(make_runtime, athoc_sim) -> None:
-    from shared.state import MappingEntry
+    from shared.records import MappingEntry
 
     runtime = make_runtime()
     seed_users(athoc_sim, runtime, ["1"])

@@ -12,9 +12,9 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.mapping_sync import MappingSyncResult, run_mapping_sync
+from shared.records import JobKind, MappingEntry, Outcome
 from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.state import JobKind, MappingEntry, Outcome
 from tools.athoc_sim import AtHocSimulator
 
 LONDON = ZoneInfo("Europe/London")

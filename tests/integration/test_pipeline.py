@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from shared.pipeline import drain, ingest_blob
+from shared.records import FileState, JobKind
 from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.state import FileState, JobKind
 from tests.helpers import (
     blob_metadata,
     bof,

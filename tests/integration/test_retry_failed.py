@@ -9,9 +9,9 @@ import pytest
 
 from shared.cli import main
 from shared.pipeline import drain
+from shared.records import FileRecord, FileState, JobKind, utcnow
 from shared.retry_failed import retry_failed
 from shared.runtime import Runtime
-from shared.state import FileRecord, FileState, JobKind, utcnow
 from tests.helpers import bon, csv_of, login_of, make_env, read_blob, seed_users, upload, where
 
 

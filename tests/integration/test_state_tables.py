@@ -3,14 +3,13 @@ that version 0.1.0 kept in one partition."""
 
 from __future__ import annotations
 
+from shared.records import MappingEntry, encode_key
 from shared.state import (
     BUCKETS,
     LEGACY_PARTITION,
     MAPPING_PARTITION_PREFIX,
     WATERMARK_PARTITION_PREFIX,
-    MappingEntry,
     employee_partition,
-    encode_key,
 )
 
 

@@ -16,8 +16,8 @@ from shared.cli import main
 from shared.errors import ErrorKind
 from shared.mapping_sync import run_mapping_sync
 from shared.pipeline import drain
+from shared.records import FileRecord, FileState, JobKind, MappingEntry, Outcome, RunRecord, utcnow
 from shared.runtime import Runtime
-from shared.state import FileRecord, FileState, JobKind, MappingEntry, Outcome, RunRecord, utcnow
 from shared.status_page import text_lines
 from shared.status_report import Health, build_status
 from tests.helpers import bon, csv_of, make_env, seed_users, upload

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import SIM_CREDENTIALS, bof, bon, csv_of, python, seed_users, settings_env, upload
+from bench.common import SIM_CREDENTIALS
+from tests.helpers import bof, bon, csv_of, python, seed_users, settings_env, upload
 
 CHILD = """
 import sys

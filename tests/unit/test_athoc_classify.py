@@ -1,4 +1,4 @@
-"""Classification of SyncByCommonNames row results (contract section 2, shared.athoc.rows), table-driven.
+"""Classification of SyncByCommonNames row results (docs/design.md#latest-wins, shared.athoc.rows), table-driven.
 
 A wrong NOT_FOUND or DENIED silently loses an update (the file is confirmed, nobody retries it), so
 every text whose subject is not clearly the user must stay an ERROR.

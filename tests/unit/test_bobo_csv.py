@@ -1,4 +1,4 @@
-"""Reading BOBO CSV files (contract section 1): forms, rejections, encodings, streaming, rejects file."""
+"""Reading BOBO CSV files (docs/design.md#input-format): forms, rejections, encodings, streaming, rejects file."""
 
 from __future__ import annotations
 

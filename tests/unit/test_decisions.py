@@ -1,4 +1,4 @@
-"""Latest event per employee, staleness, duty values and the update plan (contract section 2)."""
+"""Latest event per employee, staleness, duty values and the update plan (docs/design.md#latest-wins)."""
 
 from __future__ import annotations
 

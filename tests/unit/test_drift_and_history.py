@@ -1,4 +1,4 @@
-"""Pure parts of the history and drift (contract section 7): entries, outcomes, comparison, verdict."""
+"""Pure parts of the history and drift (docs/history.md): entries, outcomes, comparison, verdict."""
 
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ def bicep_outputs(text: str) -> set[str]:
 
 def table_suffixes() -> tuple[str, ...]:
     try:
-        from shared.state import TABLE_SUFFIXES  # imported late: state.py may not exist yet
+        from shared.state import TABLE_SUFFIXES
     except ImportError:
         return FALLBACK_TABLE_SUFFIXES
     return tuple(TABLE_SUFFIXES)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.blob_names import destination_names
-from shared.state import KEY_LIMIT, decode_key, encode_key
+from shared.records import KEY_LIMIT, decode_key, encode_key
 
 FORBIDDEN_IN_KEYS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
 

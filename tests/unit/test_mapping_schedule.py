@@ -19,7 +19,7 @@ from shared.mapping_sync import (
     mappings_from_users,
     shrink_refusal,
 )
-from shared.state import JobStatus, MappingEntry, Outcome
+from shared.records import JobStatus, MappingEntry, Outcome
 
 LONDON = ZoneInfo("Europe/London")
 FMT = "%d/%m/%Y %H:%M:%S"

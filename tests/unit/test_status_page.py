@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 from azure.core.exceptions import ServiceRequestError
 
+from shared.records import JobKind, Outcome
 from shared.settings import SettingsError
-from shared.state import JobKind, Outcome
 from shared.status_page import render_error_html, render_html, text_lines, unavailable_cause
 from shared.status_report import DayTotals, FailedFile, Health, HourBucket, LastRun, RunSummary, StatusReport
 
