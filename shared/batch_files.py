@@ -6,22 +6,20 @@ A file leaves incoming only after its copy is complete; one file's failed move n
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
 
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.bobo_csv import Rejection, UnreadableFile, read_bobo_csv, rejects_csv
 from shared.decisions import SourcedEvent, Watermark, latest_per_employee
 from shared.logcontext import brief_error
+from shared.parallel import in_parallel
 from shared.process_report import ProcessReport
 from shared.records import FileRecord, FileState, utcnow
 from shared.runtime import Runtime
@@ -35,9 +33,6 @@ REJECTS_KEPT_PER_FILE = 10_000
 # within a per-batch budget so a batch of many large files still streams.
 SMALL_FILE_BYTES = 1024 * 1024
 BATCH_MEMORY_BUDGET = 64 * 1024 * 1024
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -246,21 +241,6 @@ def _move_file(runtime: Runtime, work: FileWork, batch_id: str, now: datetime) -
         )
     except AzureError as error:
         return error
-
-
-def in_parallel(threads: int, task: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """`task` over `items` on `threads` threads (BOBO_IO_THREADS), results in the order of `items`.
-
-    Storage calls are mostly network waits (a day's backlog is 1,440 files of 3 requests each), so a small
-    pool cuts the wall time; more threads than the service and the instance's CPU keep busy only add
-    contention (measured: 2-4 best on 2 cores against Azurite). Each task runs in a copy of the caller's
-    context, so its log lines keep the run id. A task's exception is raised here once all tasks ended.
-    """
-    if threads <= 1 or len(items) <= 1:
-        return [task(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(threads, len(items)), thread_name_prefix="bobo-io") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, task, item) for item in items]
-        return [future.result() for future in futures]
 
 
 def _write_rejects(runtime: Runtime, work: FileWork, copy_name: str) -> None:

@@ -12,16 +12,18 @@
 Crash safety, line by line: AtHoc is told before the watermark is written and the watermark before the
 move, so a crash anywhere makes the next run either resend the same (not an older) value or find the
 events stale and just finish the move. A file leaves incoming only after its copy is complete.
-The decision history (shared/history.py) is written after the watermarks and before the moves: a crash
-before it leaves a "history pending" marker that the next sweep reports as a gap; a crash after it and
-before the moves makes the next run decide the files again (their events then recorded as stale), so no
-decision is ever left unexplained.
+The decision history (shared/history.py) is written after the watermarks, beside the moves: the batch's
+"history pending" marker is deleted only in its last transaction, so a crash before that leaves the marker,
+which the next sweep reports as a gap; a crash with the files not yet moved makes the next run decide them
+again (their events then recorded as stale), so no decision is left unexplained without the gap being named.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -202,7 +204,7 @@ def _process_batch(
         batch_id=f"{run_id}-{now.strftime('%H%M%S%f')}",
         now=now,
         report=ProcessReport(dry_run=dry_run, batches=1),
-        history=HistoryWriter(runtime.state, enabled=not dry_run),
+        history=HistoryWriter(runtime.state, enabled=not dry_run, threads=runtime.settings.io_threads),
         dry_run=dry_run,
         lock=lock,
     )
@@ -221,8 +223,12 @@ def _process_batch(
     if dry_run:
         report.files = [{"name": w.name, "outcome": "would be " + outcome_word(w), "reason": w.reason} for w in works]
         return report
-    _write_history(batch.history, report)
-    finish_files(runtime, works, batch.batch_id, report)
+    # The history and the moves touch different tables and blobs, so they go side by side: on Azurite a day's
+    # backlog writes 21,600 history entries, which one after the other added about half to the batch's time.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bobo-history") as pool:
+        history = pool.submit(contextvars.copy_context().run, _write_history, batch.history)
+        finish_files(runtime, works, batch.batch_id, report)
+        report.history_not_written += history.result()  # counted and logged as a warning, not a run error
     return report
 
 
@@ -411,10 +417,11 @@ def _send(
     report.errors += capped(outcome.failures, what="AtHoc row errors")
 
 
-def _write_history(history: HistoryWriter, report: ProcessReport) -> None:
-    """After AtHoc and the watermarks, before the moves (see the module docstring); never fails the batch."""
+def _write_history(history: HistoryWriter) -> int:
+    """After AtHoc and the watermarks, beside the moves (see the module docstring); never fails the batch.
+    Returns how many entries could not be written."""
     history.flush()
-    report.history_not_written += history.not_written  # counted and logged as a warning, not a run error
+    return history.not_written
 
 
 def _record_run(runtime: Runtime, job: JobRun, total: ProcessReport) -> None:

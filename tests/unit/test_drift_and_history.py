@@ -103,3 +103,33 @@ def test_history_and_reconcile_settings() -> None:
             Settings.from_env({**SETTINGS_ENV, "BOBO_HISTORY_DAYS": days})
     with pytest.raises(SettingsError, match="BOBO_RECONCILE"):
         Settings.from_env({**SETTINGS_ENV, "BOBO_RECONCILE": "sometimes"})
+
+
+def test_one_employees_entries_of_a_batch_share_an_entity_and_read_back_whole() -> None:
+    from shared.history import GROUP_TEXT_LIMIT, HistoryOutcome, group_entities
+
+    batch = datetime(2025, 10, 22, 12, 0, tzinfo=UTC)
+    answered = batch + timedelta(seconds=2)
+    superseded = [
+        HistoryEntry("7", HistoryOutcome.SUPERSEDED, batch, "run", datetime(2025, 10, 22, 7, n), "BON", "a.csv", n)
+        for n in range(1, 40)
+    ]
+    winner = HistoryEntry(
+        "7", HistoryOutcome.APPLIED, answered, "run", datetime(2025, 10, 22, 8), "BOF", "b.csv", 3, ""
+    )
+    alone = HistoryEntry("8", HistoryOutcome.STALE, batch, "run", datetime(2025, 10, 22, 6), "BON", "a.csv", 9)
+    entities = group_entities([*superseded, winner, alone])
+
+    assert len(entities) == 2  # employee 7's forty entries in one entity, employee 8's one stored plainly
+    grouped = next(e for e in entities if "events" in e)
+    assert (grouped["outcome"], grouped["decided_at"]) == ("applied", answered)  # the newest entry's
+    assert "events" not in next(e for e in entities if e is not grouped)
+    read_back = [entry for entity in entities for entry in HistoryEntry.entries_of(entity)]
+    assert sorted(read_back, key=repr) == sorted([*superseded, winner, alone], key=repr)
+
+    # Past the text limit a group continues in another entity; nothing is lost.
+    long_name = "x" * 2000 + ".csv"
+    many = [HistoryEntry("9", HistoryOutcome.SUPERSEDED, batch, "run", None, "BON", long_name, n) for n in range(40)]
+    split = group_entities(many)
+    assert len(split) > 1 and all(len(e["events"]) <= GROUP_TEXT_LIMIT for e in split)
+    assert [entry for entity in split for entry in HistoryEntry.entries_of(entity)] == many
