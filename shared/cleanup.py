@@ -38,15 +38,9 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.athoc import LOGIN_FIELD, AtHocAuthError, AtHocError, RowResult, RowStatus
 from shared.decisions import row_failure_message
 from shared.errors import ErrorKind, ExitCode
-from shared.history import (
-    HistoryEntry,
-    HistoryOutcome,
-    LastApplied,
-    employees_by_login,
-    purge_history,
-    record_set_outside_pipeline,
-)
+from shared.history import HistoryEntry, HistoryOutcome, purge_history
 from shared.jobs import CLEANUP_COUNTS, JobEnd, JobRun, capped, start_job
+from shared.last_applied import LastApplied, employees_by_login, record_set_outside_pipeline
 from shared.logcontext import brief_error
 from shared.mapping_sync import field_value
 from shared.records import JobKind, Outcome, utcnow

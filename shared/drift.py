@@ -20,7 +20,8 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.athoc import LOGIN_FIELD
-from shared.history import LastApplied, as_utc
+from shared.history import as_utc
+from shared.last_applied import LastApplied
 from shared.mapping_sync import field_value
 
 # Drifted users listed in JSON and the run log; the count is always complete.

@@ -20,14 +20,8 @@ from zoneinfo import ZoneInfo
 from shared.athoc import LOGIN_FIELD, AtHocError
 from shared.bobo_csv import normalise_employee_id
 from shared.errors import ExitCode
-from shared.history import (
-    HistoryEntry,
-    HistoryOutcome,
-    LastApplied,
-    employee_history,
-    last_applied_of,
-    mapped_login,
-)
+from shared.history import HistoryEntry, HistoryOutcome, employee_history
+from shared.last_applied import LastApplied, last_applied_of, mapped_login
 from shared.logcontext import brief_error
 
 DEFAULT_DAYS = 7.0

@@ -40,8 +40,9 @@ from shared.decisions import (
     unconfirmed_watermark,
 )
 from shared.errors import ErrorKind, most_urgent
-from shared.history import HistoryOutcome, HistoryWriter, LastApplied, event_entry, row_outcome, take_history_gaps
+from shared.history import HistoryOutcome, HistoryWriter, event_entry, row_outcome, take_history_gaps
 from shared.jobs import JobEnd, JobRun, capped, start_job
+from shared.last_applied import LastApplied
 from shared.logcontext import brief_error
 from shared.process_report import ProcessReport
 from shared.records import FileRecord, FileState, JobKind, Outcome, utcnow

@@ -25,16 +25,9 @@ from shared.athoc import AtHocError, RowStatus
 from shared.decisions import row_failure_message
 from shared.drift import DRIFT_LISTED, DriftCheck, DriftItem, DriftStatus, find_drift, save_drift_status
 from shared.errors import ErrorKind, ExitCode
-from shared.history import (
-    HistoryEntry,
-    HistoryOutcome,
-    LastApplied,
-    all_last_applied,
-    employee_history,
-    last_applied_of,
-    record_set_outside_pipeline,
-)
+from shared.history import HistoryEntry, HistoryOutcome, employee_history
 from shared.jobs import RECONCILE_COUNTS, JobEnd, capped, start_job
+from shared.last_applied import LastApplied, all_last_applied, last_applied_of, record_set_outside_pipeline
 from shared.logcontext import brief_error
 from shared.records import JobKind, Outcome, utcnow
 from shared.runtime import Runtime

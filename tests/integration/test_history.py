@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from shared.explain import explain
-from shared.history import HistoryEntry, HistoryOutcome, HistoryWriter, employee_history, last_applied_of
+from shared.history import HistoryEntry, HistoryOutcome, HistoryWriter, employee_history
+from shared.last_applied import last_applied_of
 from shared.pipeline import drain
 from shared.runtime import Runtime
 from shared.settings import Settings

@@ -8,7 +8,8 @@ import pytest
 
 from shared.athoc import RowStatus
 from shared.drift import DriftStatus, find_drift, verdict_reason
-from shared.history import INVERTED_BASE, HistoryEntry, HistoryOutcome, LastApplied, row_outcome
+from shared.history import INVERTED_BASE, HistoryEntry, HistoryOutcome, row_outcome
+from shared.last_applied import LastApplied
 
 READ = datetime(2025, 10, 22, 12, 0, tzinfo=UTC)
 DUTY = "On-Duty-DTG"
