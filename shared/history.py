@@ -4,15 +4,17 @@ Table `<prefix>history`, hashed like the watermarks (`hist-NN`, 8 buckets, by em
 `{encode_key(employee id)}|{inverted decided_at in ms, 13 digits}|{unique suffix}`: one employee's events
 over any window are ONE partition range query, newest first.
 
-Writes are buffered per partition by `HistoryWriter` and submitted as entity-group transactions of up to
-100 operations, a partition as soon as its buffer fills (a huge file is never held row by row), the rest at
-the end of the batch. A failed history write is counted and logged, never fails the batch.
+Writes are buffered by `HistoryWriter`: one employee's entries of a batch share an entity (`group_entities`),
+sent at the end of the batch as entity-group transactions of up to 100 operations, the partitions in
+parallel (early past MAX_BUFFERED entries, so memory stays bounded). A failed history write is counted and
+logged, never fails the batch.
 
-Crash safety: the pipeline tells AtHoc first, then writes watermarks, then history (beside the moves). A batch that calls
-AtHoc first writes a "history pending" marker (one entity in the history partition the batch will write
-anyway); the marker's delete rides in that partition's last history transaction, so it costs one request
-per batch. A process run holding the lock that finds a marker older than the lock lease names the gap
-(`history gap: ...`) and deletes it: that batch's events may be missing from `explain`.
+Crash safety: the pipeline tells AtHoc first, then writes watermarks, then history (beside the moves). A
+batch that calls AtHoc first writes a "history pending" marker (one entity in a history partition the batch
+writes anyway); the marker's delete rides in that partition's last history transaction, sent after all the
+others, so it costs one request per batch. A process run holding the lock that finds a marker older than
+the lock lease names the gap (`history gap: ...`) and deletes it: that batch's events may be missing from
+`explain`.
 
 What this app last set in AtHoc per employee (`last_applied`, the drift baseline) is shared/last_applied.py.
 """
