@@ -81,31 +81,6 @@ def test_entry_round_trip_and_newest_first_keys() -> None:
     assert HistoryEntry.from_entity(new_entity).to_json()["value_sent"] is None
 
 
-SETTINGS_ENV = {
-    "ATHOC_SERVER_URL": "https://alerts.example.com/",
-    "ATHOC_ORG_CODE": "ORG1",
-    "ATHOC_CLIENT_ID": "client",
-    "ATHOC_CLIENT_SECRET": "s3cr3t-client-value",
-    "ATHOC_USERNAME": "svc",
-    "ATHOC_PASSWORD": "pa55-word-value",
-    "BOBO_STORAGE": "UseDevelopmentStorage=true",
-}
-
-
-def test_history_and_reconcile_settings() -> None:
-    from shared.settings import Settings, SettingsError
-
-    defaults = Settings.from_env(SETTINGS_ENV)
-    assert (defaults.history_days, defaults.reconcile_mode) == (30, "report")
-    chosen = Settings.from_env({**SETTINGS_ENV, "BOBO_HISTORY_DAYS": "0.5", "BOBO_RECONCILE": "apply"})
-    assert (chosen.history_days, chosen.reconcile_mode) == (0.5, "apply")
-    for days in ("0", "-1", "a week"):
-        with pytest.raises(SettingsError, match="BOBO_HISTORY_DAYS"):
-            Settings.from_env({**SETTINGS_ENV, "BOBO_HISTORY_DAYS": days})
-    with pytest.raises(SettingsError, match="BOBO_RECONCILE"):
-        Settings.from_env({**SETTINGS_ENV, "BOBO_RECONCILE": "sometimes"})
-
-
 def test_one_employees_entries_of_a_batch_share_an_entity_and_read_back_whole() -> None:
     from shared.history import GROUP_TEXT_LIMIT, HistoryOutcome, group_entities
 

@@ -337,3 +337,15 @@ def test_the_uploader_page_lists_its_settings_with_the_tables_defaults() -> None
     for row in uploader_rows:
         name, default = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]+) \|", row)[0]
         assert documented.get(name, "").strip() == default.strip(), name
+
+
+def test_history_and_reconcile_settings() -> None:
+    defaults = Settings.from_env(MINIMAL)
+    assert (defaults.history_days, defaults.reconcile_mode) == (30, "report")
+    chosen = Settings.from_env({**MINIMAL, "BOBO_HISTORY_DAYS": "0.5", "BOBO_RECONCILE": "apply"})
+    assert (chosen.history_days, chosen.reconcile_mode) == (0.5, "apply")
+    for days in ("0", "-1", "a week"):
+        with pytest.raises(SettingsError, match="BOBO_HISTORY_DAYS"):
+            Settings.from_env({**MINIMAL, "BOBO_HISTORY_DAYS": days})
+    with pytest.raises(SettingsError, match="BOBO_RECONCILE"):
+        Settings.from_env({**MINIMAL, "BOBO_RECONCILE": "sometimes"})
